@@ -1,0 +1,58 @@
+"""pyinfra inventory: the servers bootstrap.py created, grouped by role (groups `dokku` and `platform`).
+
+It reads bootstrap's outputs file (OUTPUTS_FILE), not the API, so it needs no token and no secret.
+Each host carries what its tasks need: its role, private IP and volume device.
+"""
+
+import json
+import sys
+
+from settings import ROLES, SettingsError, load_settings
+
+
+def _load_servers(settings):
+    try:
+        outputs = json.loads(settings.outputs_file.read_text())
+    except FileNotFoundError:
+        raise SettingsError(
+            f"OUTPUTS_FILE={str(settings.outputs_file)!r} does not exist; run `python bootstrap.py apply` first"
+        ) from None
+    return outputs["servers"]
+
+
+def _host(server, settings):
+    volume = server.get("volume") or {}
+    return (
+        server["name"],
+        {
+            "ssh_hostname": server["ipv4"],
+            "ssh_user": "root",
+            "ssh_key": str(settings.ssh_private_key_path),
+            "ssh_known_hosts_file": settings.ssh_known_hosts_file,
+            "ssh_strict_host_key_checking": settings.ssh_strict_host_key_checking,
+            "role": server["role"],
+            "server_name": server["name"],
+            "public_ipv4": server["ipv4"],
+            "private_ip": server["private_ip"],
+            "volume_device": volume.get("device"),
+        },
+    )
+
+
+def build_inventory(settings=None):
+    """Return {group: [(name, data), ...]} for the servers bootstrap created."""
+    settings = settings or load_settings()
+    servers = _load_servers(settings)
+    return {
+        role: [_host(server, settings) for server in servers if server["role"] == role]
+        for role in ROLES
+    }
+
+
+try:
+    _groups = build_inventory()
+except SettingsError as error:
+    sys.exit(f"error: {error}")
+
+dokku = _groups["dokku"]
+platform = _groups["platform"]

@@ -1,0 +1,30 @@
+"""Shared test rules: testbed tests never skip silently."""
+
+import os
+import shutil
+
+import pytest
+
+
+def _testbed_missing() -> str:
+    if os.geteuid() != 0:
+        return "it needs root (network namespaces, nspawn, loop devices)"
+    if not shutil.which("systemd-nspawn"):
+        return "systemd-nspawn is missing (apt-get install systemd-container; .ci/run installs it)"
+    return ""
+
+
+def pytest_collection_modifyitems(config, items):
+    """A selected testbed test that cannot run fails with the reason; deselect it with -m 'not testbed'."""
+    missing = _testbed_missing()
+    if not missing:
+        return
+    for item in items:
+        if item.get_closest_marker("testbed"):
+            item.add_marker(pytest.mark.usefixtures("_testbed_unavailable"))
+    config._testbed_missing = missing
+
+
+@pytest.fixture
+def _testbed_unavailable(request):
+    pytest.fail(f"testbed test cannot run: {request.config._testbed_missing}; deselect it with -m 'not testbed'")

@@ -7,7 +7,8 @@ Each host carries what its tasks need: its role, private IP and volume device.
 import json
 import sys
 
-from settings import ROLES, SettingsError, load_settings
+# ROLES imported under a private name: pyinfra would take a module-level tuple of strings for a host group.
+from settings import ROLES as _ROLES, SettingsError, load_settings
 
 
 def _load_servers(settings):
@@ -45,7 +46,7 @@ def build_inventory(settings=None):
     servers = _load_servers(settings)
     return {
         role: [_host(server, settings) for server in servers if server["role"] == role]
-        for role in ROLES
+        for role in _ROLES
     }
 
 

@@ -1,0 +1,291 @@
+"""The HTTP face of the fake cloud: routing, auth, error envelopes, fault injection and a request log."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from .cloud import CATALOG, RESOURCES, ApiError, Cloud
+from .hooks import CloudHooks
+from . import catalog
+
+MUTATING = ("POST", "PUT", "DELETE")
+_KINDS = "|".join(RESOURCES)
+_RRSET = r"/zones/(?P<zone>[^/]+)/rrsets/(?P<name>[^/]+)/(?P<type>[A-Z]+)"
+ROUTES = [
+    ("GET", r"/actions/(?P<id>\d+)", "get_action"),
+    ("GET", r"/actions", "list_actions"),
+    ("GET", rf"/(?P<kind>{'|'.join(CATALOG)})", "list_catalog"),
+    ("GET", rf"/(?P<kind>{'|'.join(CATALOG)})/(?P<id>[^/]+)", "get_catalog"),
+    ("GET", r"/zones/(?P<zone>[^/]+)/rrsets", "list_rrsets"),
+    ("POST", r"/zones/(?P<zone>[^/]+)/rrsets", "create_rrset"),
+    ("GET", _RRSET, "get_rrset"),
+    ("PUT", _RRSET, "update_rrset"),
+    ("DELETE", _RRSET, "delete_rrset"),
+    ("POST", _RRSET + r"/actions/(?P<command>\w+)", "rrset_action"),
+    ("GET", rf"/(?P<kind>{_KINDS})", "list_resources"),
+    ("POST", rf"/(?P<kind>{_KINDS})", "create_resource"),
+    ("GET", rf"/(?P<kind>{_KINDS})/(?P<id>[^/]+)", "get_resource"),
+    ("PUT", rf"/(?P<kind>{_KINDS})/(?P<id>[^/]+)", "update_resource"),
+    ("DELETE", rf"/(?P<kind>{_KINDS})/(?P<id>[^/]+)", "delete_resource"),
+    ("POST", rf"/(?P<kind>{_KINDS})/(?P<id>\d+)/actions/(?P<command>\w+)", "resource_action"),
+]
+_FAULT_BODIES = {
+    429: {"error": {"code": "rate_limit_exceeded", "message": "limit of 3600 requests per hour reached", "details": {}}},
+    503: {"error": {"code": "unavailable", "message": "service temporarily unavailable", "details": {}}},
+}
+
+
+@dataclass
+class Faults:
+    """Transient failures drawn per request, and a crash after N successful mutations."""
+
+    rate: float = 0.0
+    statuses: tuple = (429, 503)  # also 502 (a bare gateway page, no JSON) and "timeout" (no answer in time)
+    seed: int = 0
+    crash_after: int | None = None
+    timeout_delay: float = 1.0
+    _random: random.Random = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self._random = random.Random(self.seed)
+
+    def draw(self):
+        if self.rate and self._random.random() < self.rate:
+            return self._random.choice(self.statuses)
+        return None
+
+
+class _Router:
+    def __init__(self, cloud: Cloud):
+        self.cloud = cloud
+        self.routes = [(method, re.compile(f"^{pattern}$"), name) for method, pattern, name in ROUTES]
+
+    def handle(self, method: str, path: str, query: dict, body: dict) -> tuple[int, dict | None]:
+        for route_method, pattern, name in self.routes:
+            match = pattern.match(path)
+            if match and route_method == method:
+                return getattr(self, name)(query=query, body=body, **match.groupdict())
+        raise ApiError(404, "not_found", f"no route for {method} {path}")
+
+    # -- routes ---------------------------------------------------------------------------------------
+    def get_action(self, id, **_):
+        action = self.cloud.state["actions"].get(int(id))
+        if action is None:
+            raise ApiError(404, "not_found", f"action {id} not found")
+        return 200, {"action": self.cloud.render_action(action)}
+
+    def list_actions(self, query, **_):
+        wanted = {int(i) for i in query.get("id", [])}
+        actions = [self.cloud.render_action(a) for a in self.cloud.state["actions"].values() if not wanted or a["id"] in wanted]
+        items, meta = self.cloud._filter_page(actions, {k: v for k, v in query.items() if k != "id"})
+        return 200, {"actions": items, "meta": meta}
+
+    def list_catalog(self, kind, query, **_):
+        items = getattr(catalog, kind)()
+        if kind == "images" and query.get("include_deprecated", ["false"])[0] != "true":
+            items = [item for item in items if not item["deprecated"]]
+        items, meta = self.cloud._filter_page(items, query)
+        return 200, {kind: items, "meta": meta}
+
+    def get_catalog(self, kind, id, **_):
+        item = catalog.find(getattr(catalog, kind)(), id)
+        if item is None:
+            raise ApiError(404, "not_found", f"{CATALOG[kind]} {id} not found")
+        return 200, {CATALOG[kind]: item}
+
+    def list_resources(self, kind, query, **_):
+        items, meta = self.cloud.list(kind, query)
+        return 200, {kind: items, "meta": meta}
+
+    def create_resource(self, kind, body, **_):
+        return 201, getattr(self.cloud, f"create_{kind}")(body)
+
+    def get_resource(self, kind, id, **_):
+        return 200, {RESOURCES[kind]: self.cloud.render(kind, self.cloud._get(kind, id))}
+
+    def update_resource(self, kind, id, body, **_):
+        return 200, self.cloud.update(kind, id, body)
+
+    def delete_resource(self, kind, id, **_):
+        payload = self.cloud.delete(kind, id)
+        return (200, payload) if payload else (204, None)
+
+    def resource_action(self, kind, id, command, body, **_):
+        item = self.cloud._get(kind, id)
+        handler = getattr(self.cloud, f"{kind}_{command}", None)
+        if handler is None:
+            raise ApiError(404, "not_found", f"unknown action {command!r} for {kind}")
+        self.cloud._ensure_unlocked(kind, item["id"])
+        return 201, handler(item, body)
+
+    def list_rrsets(self, zone, query, **_):
+        items, meta = self.cloud.list_rrsets(zone, query)
+        return 200, {"rrsets": items, "meta": meta}
+
+    def create_rrset(self, zone, body, **_):
+        return 201, self.cloud.create_rrset(zone, body)
+
+    def get_rrset(self, zone, name, type, **_):
+        return 200, self.cloud.get_rrset(zone, name, type)
+
+    def update_rrset(self, zone, name, type, body, **_):
+        return 200, self.cloud.update_rrset(zone, name, type, body)
+
+    def delete_rrset(self, zone, name, type, **_):
+        return 201, self.cloud.delete_rrset(zone, name, type)
+
+    def rrset_action(self, zone, name, type, command, body, **_):
+        return 201, self.cloud.rrset_action(zone, name, type, command, body)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: "_HTTPServer"
+
+    def log_message(self, *args):  # the request log below replaces the noisy stderr log
+        pass
+
+    def do_GET(self):
+        self._serve("GET")
+
+    def do_POST(self):
+        self._serve("POST")
+
+    def do_PUT(self):
+        self._serve("PUT")
+
+    def do_DELETE(self):
+        self._serve("DELETE")
+
+    def _send(self, status: int, payload: dict | None, raw: bytes | None = None):
+        body = raw if raw is not None else (json.dumps(payload).encode() if payload is not None else b"")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json" if raw is None else "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _serve(self, method: str):
+        fake = self.server.fake
+        if fake.cloud.crashed:
+            self.close_connection = True
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        raw_body = self.rfile.read(length) if length else b""
+        url = urlsplit(self.path)
+        path = url.path[len("/v1"):] if url.path.startswith("/v1/") else url.path
+        query = parse_qs(url.query)
+        entry = {"method": method, "path": path, "query": query, "status": None}
+        fake.log(entry)
+        fault = fake.faults.draw()
+        if fault == "timeout":
+            entry["status"] = "timeout"
+            time.sleep(fake.faults.timeout_delay)
+            self.close_connection = True
+            return
+        if fault == 502:
+            entry["status"] = 502
+            return self._send(502, None, raw=b"<html><body><h1>502 Bad Gateway</h1></body></html>")
+        if fault:
+            entry["status"] = fault
+            return self._send(fault, _FAULT_BODIES[fault])
+        status, payload = fake.dispatch(method, path, query, raw_body, self.headers.get("Authorization", ""))
+        entry["status"] = status
+        if method in MUTATING and status < 400 and fake.count_mutation():
+            self.close_connection = True  # the change is on disk, the answer is lost: a crash mid-request
+            return
+        self._send(status, payload)
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    fake: "FakeCloud"
+
+
+class FakeCloud:
+    """A stateful Hetzner Cloud API on 127.0.0.1 for the real hcloud SDK (HCLOUD_ENDPOINT = .start())."""
+
+    def __init__(self, state_file=None, hooks: CloudHooks | None = None, action_latency: float = 0.0,
+                 token: str | None = None, faults: Faults | None = None, listen: tuple[str, int] = ("127.0.0.1", 0)):
+        self.cloud = Cloud(hooks=hooks, action_latency=action_latency, state_file=state_file)
+        self.router = _Router(self.cloud)
+        self.token = token
+        self.faults = faults or Faults()
+        self.listen = listen
+        self.requests: list[dict] = []
+        self.mutations = 0
+        self._log_lock = threading.Lock()
+        self._httpd: _HTTPServer | None = None
+        self.url = ""
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    def start(self) -> str:
+        self._httpd = _HTTPServer(self.listen, _Handler)
+        self._httpd.fake = self
+        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        host, port = self._httpd.server_address[:2]
+        self.url = f"http://{host}:{port}/v1"
+        return self.url
+
+    def stop(self) -> None:
+        if self._httpd:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    def crash(self) -> None:
+        """Die like a killed process: state stays as last saved, running actions never finish here."""
+        with self.cloud.lock:
+            self.cloud.crashed = True
+        threading.Thread(target=self.stop, daemon=True).start()
+
+    # -- requests ---------------------------------------------------------------------------------------
+    def log(self, entry: dict) -> None:
+        with self._log_lock:
+            self.requests.append(entry)
+
+    def count_mutation(self) -> bool:
+        """Count a successful mutation; True when it is the one to crash after."""
+        with self._log_lock:
+            self.mutations += 1
+            crash = self.faults.crash_after is not None and self.mutations >= self.faults.crash_after
+        if crash:
+            self.crash()
+        return crash
+
+    def dispatch(self, method: str, path: str, query: dict, raw_body: bytes, authorization: str):
+        token = authorization.removeprefix("Bearer ").strip()
+        if not token or (self.token and token != self.token):
+            return 401, {"error": {"code": "unauthorized", "message": "unable to authenticate", "details": {}}}
+        try:
+            body = json.loads(raw_body) if raw_body else {}
+        except ValueError:
+            return 400, {"error": {"code": "json_error", "message": "invalid JSON", "details": {}}}
+        with self.cloud.lock:
+            try:
+                status, payload = self.router.handle(method, path, query, body)
+            except ApiError as error:
+                return error.status, {"error": {"code": error.code, "message": error.message, "details": {}}}
+            if method in MUTATING:
+                self.cloud.save()
+            return status, payload
+
+    # -- conveniences for tests ---------------------------------------------------------------------------
+    def mutating_requests(self) -> list[dict]:
+        return [entry for entry in self.requests if entry["method"] in MUTATING]
+
+    def fail_next(self, command: str, times: int = 1) -> None:
+        """Make the next `times` actions with this command (e.g. attach_to_network) end in error."""
+        with self.cloud.lock:
+            self.cloud.fail_commands[command] = times
+
+    def resources(self, kind: str) -> list[dict]:
+        with self.cloud.lock:
+            return [self.cloud.render(kind, item) for item in self.cloud.state[kind].values()]

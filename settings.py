@@ -41,6 +41,7 @@ PUBLIC_PORTS = {
     "platform": (HTTP_PORT, HTTPS_PORT),
 }
 ROLES = ("dokku", "platform")
+ANYWHERE = ("0.0.0.0/0", "::/0")  # source of the public ports' firewall rules
 
 MOUNT_POINTS = {"dokku": "/mnt/dokku-data", "platform": "/mnt/platform-data"}
 SWAP_SIZE_MB = {"dokku": 4096, "platform": 2048}
@@ -114,11 +115,12 @@ def _bool(name: str, raw: str) -> bool:
     raise SettingsError(f"{name}={raw!r} is not a boolean; use true or false")
 
 
-def _int(name: str, raw: str, low: int, high: int) -> int:
+def _int(name: str, raw: str, low: int, high: int, kind: type = int) -> int:
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a whole number; allowed: {low} to {high}") from None
+        what = "a whole number" if kind is int else "a number"
+        raise SettingsError(f"{name}={raw!r} is not {what}; allowed: {low} to {high}") from None
     if not low <= value <= high:
         raise SettingsError(f"{name}={value} is out of range; allowed: {low} to {high}")
     return value
@@ -169,6 +171,9 @@ class Settings:
     enable_backups: bool
     matrix_federation: bool
     hcloud_endpoint: str
+    hcloud_poll_interval: float
+    hcloud_retry_backoff: float
+    hcloud_timeout: float
     dns_zone: str
     ssh_public_key_path: Path
     ssh_private_key_path: Path
@@ -341,6 +346,9 @@ def load_settings(environ: Mapping[str, str] | None = None, cwd: Path | None = N
         enable_backups=_bool("ENABLE_BACKUPS", get("ENABLE_BACKUPS", "true")),
         matrix_federation=_bool("MATRIX_FEDERATION", get("MATRIX_FEDERATION", "false")),
         hcloud_endpoint=get("HCLOUD_ENDPOINT", PRODUCTION_HCLOUD_ENDPOINT).rstrip("/"),
+        hcloud_poll_interval=_int("HCLOUD_POLL_INTERVAL", get("HCLOUD_POLL_INTERVAL", "1"), 0, 60, float),
+        hcloud_retry_backoff=_int("HCLOUD_RETRY_BACKOFF", get("HCLOUD_RETRY_BACKOFF", "1"), 0, 60, float),
+        hcloud_timeout=_int("HCLOUD_TIMEOUT", get("HCLOUD_TIMEOUT", "30"), 0.1, 600, float),
         dns_zone=dns_zone,
         ssh_public_key_path=ssh_public_key_path,
         ssh_private_key_path=_expand(get("SSH_PRIVATE_KEY_PATH", private_default), base_dir),

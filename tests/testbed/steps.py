@@ -1,0 +1,107 @@
+"""The project's own commands, run against the lab: each a subprocess with its output in a log file.
+
+Used by `up --deploy`, the end-to-end gate and the benchmark. A failing step raises StepFailed carrying the
+tail of its log, so the first broken step is named together with what it printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.testbed import layout
+
+BIN = Path(sys.executable).parent
+PYINFRA = [str(BIN / "pyinfra"), "-y"]
+TAIL_LINES = 200
+
+
+class StepFailed(Exception):
+    pass
+
+
+def apply() -> list[str]:
+    return [sys.executable, "bootstrap.py", "apply", "--yes"]
+
+
+def destroy() -> list[str]:
+    return [sys.executable, "bootstrap.py", "destroy", "--yes", "--include-volumes"]
+
+
+def deploy(*extra: str, deploy_file: str = "deploy.py") -> list[str]:
+    return [*PYINFRA, *extra, "inventory.py", deploy_file]
+
+
+def reboot() -> list[str]:
+    return deploy(deploy_file=str(Path(__file__).with_name("reboot.py").relative_to(layout.REPO_ROOT)))
+
+
+def host_tests() -> list[str]:
+    return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/hosts"]
+
+
+class Runner:
+    """Runs steps in the repository with ENV_FILE pointing at the lab's settings; logs under log_dir."""
+
+    def __init__(self, log_dir: Path, env_file: Path = layout.ENV_FILE):
+        self.log_dir = log_dir
+        self.env = {**os.environ, "ENV_FILE": str(env_file)}
+        self.count = 0
+        self.started = time.monotonic()
+        self.timings: dict[str, float] = {}
+        log_dir.mkdir(parents=True, exist_ok=True)
+
+    def run(self, name: str, argv: list[str], timeout: float = 900) -> str:
+        """Run one step; return its stdout (stderr goes to the log too). Raise StepFailed when it fails."""
+        self.count += 1
+        log = self.log_dir / f"{self.count:02d}-{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}.log"
+        began = time.monotonic()
+        with open(log, "w") as handle:
+            handle.write(f"$ {' '.join(argv)}\n")
+            handle.flush()
+            try:
+                result = subprocess.run(argv, cwd=layout.REPO_ROOT, env=self.env, stdout=subprocess.PIPE,
+                                        stderr=handle, text=True, timeout=timeout)
+                code = result.returncode
+                stdout = result.stdout
+            except subprocess.TimeoutExpired as expired:
+                code, stdout = f"timeout after {timeout:.0f}s", expired.stdout or ""
+                stdout = stdout.decode() if isinstance(stdout, bytes) else stdout
+            handle.write(stdout)
+        took = time.monotonic() - began
+        self.timings[name] = took
+        if code != 0:
+            raise StepFailed(f"step '{name}' failed ({code}) after {took:.0f}s; log {log}:\n{tail(log)}")
+        print(f"[{time.monotonic() - self.started:6.0f}s] {name}: ok ({took:.1f}s)", flush=True)
+        return stdout
+
+
+def tail(path: Path, lines: int = TAIL_LINES) -> str:
+    text = path.read_text(errors="replace").splitlines()
+    return "\n".join(text[-lines:])
+
+
+def json_totals(stdout: str) -> dict:
+    """The totals of `pyinfra --json`: success counts operations that ran commands (changed something),
+    error those that failed; failed_hosts lists hosts that could not be reached."""
+    start = stdout.find("{")
+    if start < 0:
+        raise StepFailed(f"pyinfra --json printed no JSON:\n{stdout[-2000:]}")
+    payload = json.loads(stdout[start:])
+    results = payload.get("results") or {}
+    totals = dict(results.get("totals") or {})
+    totals["failed_hosts"] = results.get("failed_hosts", [])
+    totals["changed"] = [{"name": op["name"], "hosts": op["success"]}
+                         for op in results.get("operations", []) if op.get("success")]
+    return totals
+
+
+def assert_no_changes(totals: dict) -> None:
+    """A second deploy must change nothing, fail nothing, and still reach every host."""
+    if totals.get("success") or totals.get("error") or totals.get("failed_hosts") or not totals.get("no_change"):
+        raise StepFailed(f"second deploy is not a no-op: {json.dumps(totals, indent=1)}")

@@ -60,7 +60,7 @@ def validated_template(src: str, dest: str, validate: str, mode: str, user: str 
     rendered = get_template(src).render(data)
     remote = host.get_fact(File, path=dest)
     same_content = remote and host.get_fact(Sha1File, path=dest) == get_file_sha1(StringIO(rendered))
-    same_meta = remote and f"{remote['mode']:o}"[-3:] == mode[-3:] and (remote["user"], remote["group"]) == (user, group)
+    same_meta = remote and remote["mode"] == int(mode) and (remote["user"], remote["group"]) == (user, group)
     if same_content and same_meta:
         host.noop(f"{dest} is up to date")
         return

@@ -13,10 +13,7 @@ from pathlib import Path
 
 from tests.testbed import guests, layout, volumes
 
-try:
-    from tests.fakecloud.hooks import CloudHooks
-except ModuleNotFoundError:  # the fake API lands separately; these hooks do not depend on its base class
-    CloudHooks = object
+from tests.fakecloud.hooks import CloudHooks
 
 
 def a_records(zone: str, rrsets: list[dict]) -> dict[str, str]:

@@ -247,10 +247,10 @@ def attach_volume(lab: Path, server_id: int, volume_id: int) -> None:
     state = load(lab, server_id)
     state["volumes"][str(volume_id)] = True
     save(lab, state)
+    loop = volumes.device(lab, volume_id, timeout=60)
     pid = init_pid(lab, server_id)
     if not pid:
         return  # nspawn binds it at the next boot
-    loop = volumes.device(lab, volume_id)
     rdev = os.stat(loop).st_rdev
     for node in _device_nodes(loop, volume_id):
         path = Path(f"/proc/{pid}/root{node}")

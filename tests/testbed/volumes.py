@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from tests.testbed.procs import LabError, locked, run
+from tests.testbed.procs import LabError, locked, run, wait_for
 
 GIB = 1024 ** 3
 
@@ -31,13 +31,22 @@ def loop_devices(lab: Path) -> dict[str, str]:
             if (entry.get("back-file") or "").startswith(prefix)}
 
 
-def device(lab: Path, volume_id: int) -> str:
-    """The loop device of a volume (/dev/loopN); raises if the volume does not exist."""
+def find(lab: Path, volume_id: int) -> str | None:
     backing = str(_backing(lab, volume_id))
     for loop, file in loop_devices(lab).items():
         if file.removesuffix(" (deleted)") == backing:
             return loop
-    raise LabError(f"volume {volume_id} has no loop device (no {backing})")
+    return None
+
+
+def device(lab: Path, volume_id: int, timeout: float = 0) -> str:
+    """The loop device of a volume (/dev/loopN), waiting up to timeout for it (the fake API may run the
+    attach action while the create action is still making the device)."""
+    found = wait_for(lambda: find(lab, volume_id), timeout, f"the loop device of volume {volume_id}") if timeout \
+        else find(lab, volume_id)
+    if not found:
+        raise LabError(f"volume {volume_id} has no loop device (no {_backing(lab, volume_id)})")
+    return found
 
 
 def create(lab: Path, volume_id: int, size_gb: int) -> str:
@@ -48,10 +57,7 @@ def create(lab: Path, volume_id: int, size_gb: int) -> str:
         if not backing.exists():
             with open(backing, "wb") as disk:
                 disk.truncate(size_gb * GIB)
-        try:
-            return device(lab, volume_id)
-        except LabError:
-            return run("losetup", "--find", "--show", str(backing)).strip()
+        return find(lab, volume_id) or run("losetup", "--find", "--show", str(backing)).strip()
 
 
 def resize(lab: Path, volume_id: int, size_gb: int) -> None:

@@ -1,0 +1,88 @@
+"""The end-to-end gate: the whole platform on the local cloud, as an operator would run it (needs root).
+
+up -> bootstrap apply -> deploy -> marker file on every volume -> second deploy changes nothing -> markers
+still there -> host tests -> reboot every host -> markers still there -> host tests -> bootstrap destroy
+-> down. Each step is the project's own command in a subprocess; the first one that fails stops the gate
+with its log. `down` runs whatever happened (namespaces, links, mounts, loop devices, processes).
+"""
+
+import json
+import os
+import secrets
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+from settings import MOUNT_POINTS, load_settings
+from tests.testbed import layout, steps
+
+pytestmark = pytest.mark.testbed
+MARKER = ".mindroom-e2e-marker"
+
+
+def _testbed(command: str) -> list[str]:
+    return [sys.executable, "-m", "tests.testbed", command]
+
+
+def _hosts() -> list[dict]:
+    """The servers bootstrap wrote to its outputs file, with the admin key to reach them."""
+    settings = load_settings({**os.environ, "ENV_FILE": str(layout.ENV_FILE)}, cwd=layout.REPO_ROOT)
+    servers = json.loads(settings.outputs_file.read_text())["servers"]
+    return [{**server, "ssh_key": str(settings.ssh_private_key_path)} for server in servers]
+
+
+def _ssh(host: dict, command: str) -> list[str]:
+    return ["ssh", "-i", host["ssh_key"], "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10",
+            f"root@{host['ipv4']}", command]
+
+
+def _write_markers(runner: steps.Runner, token: str) -> None:
+    for host in _hosts():
+        mount = MOUNT_POINTS[host["role"]]
+        runner.run(f"write marker on {host['name']}'s volume", _ssh(
+            host, f"mountpoint -q {mount} && echo {token} > {mount}/{MARKER}"))
+
+
+def _check_markers(runner: steps.Runner, token: str, when: str) -> None:
+    for host in _hosts():
+        mount = MOUNT_POINTS[host["role"]]
+        # the marker must be on the volume itself: the mount's source is the volume's device
+        check = (f"mountpoint -q {mount} && test \"$(cat {mount}/{MARKER})\" = {token} && "
+                 f"test \"$(stat -L -c %t:%T {shlex.quote(host['volume']['device'])})\" = "
+                 f"\"$(stat -L -c %t:%T \"$(findmnt -n -o SOURCE --target {mount})\")\"")
+        runner.run(f"marker on {host['name']}'s volume {when}", _ssh(host, check))
+
+
+def test_platform_end_to_end(tmp_path_factory):
+    if Path(f"/sys/class/net/{layout.PUBLIC_BRIDGE}").exists() or layout.LAB.exists():
+        pytest.fail(f"a testbed is already up ({layout.LAB}); the gate makes its own: run "
+                    "`python -m tests.testbed down` first", pytrace=False)
+    runner = steps.Runner(tmp_path_factory.mktemp("e2e-logs"))
+    token = secrets.token_hex(8)
+    failure = None
+    try:
+        runner.run("testbed up", _testbed("up"))
+        runner.run("bootstrap apply", steps.apply())
+        runner.run("deploy", steps.deploy())
+        _write_markers(runner, token)
+        totals = steps.json_totals(runner.run("second deploy", steps.deploy("--json")))
+        steps.assert_no_changes(totals)
+        _check_markers(runner, token, "after the second deploy")
+        runner.run("host tests", steps.host_tests())
+        runner.run("reboot every host", steps.reboot())
+        _check_markers(runner, token, "after the reboot")
+        runner.run("host tests after the reboot", steps.host_tests())
+        runner.run("bootstrap destroy", steps.destroy())
+    except steps.StepFailed as error:
+        failure = str(error)
+    finally:
+        try:
+            runner.run("testbed down", _testbed("down"))
+        except steps.StepFailed as error:
+            failure = f"{failure}\n\n{error}" if failure else str(error)
+        print("\n".join(f"{name:60} {seconds:6.1f}s" for name, seconds in runner.timings.items()))
+    if failure:
+        pytest.fail(failure, pytrace=False)

@@ -1,0 +1,156 @@
+"""The platform's Hetzner Cloud resources, reconciled by labels (no local state).
+
+    python bootstrap.py plan                                  what would change (exit 0 in sync, 2 pending, 1 error)
+    python bootstrap.py apply [--yes]                         show the plan, ask, converge
+    python bootstrap.py destroy [--yes] [--include-volumes]   delete what it owns (volumes kept by default)
+    python bootstrap.py output [--json]                       addresses, volumes, DNS records; writes OUTPUTS_FILE
+
+Settings come from the environment / ENV_FILE (see .env.example). Bad input stops with one line naming the
+setting, before anything is created.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Mapping
+
+import requests
+from hcloud import APIException
+
+from cloud import outputs
+from cloud.api import BootstrapError, check_catalog, connect, describe
+from cloud.desired import key_specs, server_specs
+from cloud.destroy import plan_destroy
+from cloud.dns import plan_dns
+from cloud.execute import execute
+from cloud.observe import observe
+from cloud.plan import Context, pending, plan_firewalls, plan_keys, plan_network, plan_placement_group, render
+from cloud.servers import plan_servers
+from settings import Settings, SettingsError, load_settings
+
+EXIT_OK, EXIT_ERROR, EXIT_PENDING = 0, 1, 2
+
+
+def prepare(settings: Settings) -> Context:
+    """Local checks first (nothing is sent before they pass), then the catalog check, then observation."""
+    settings.admin_networks  # noqa: B018 - raises when ADMIN_IPS is missing or invalid
+    keys = key_specs(settings)
+    client = connect(settings)
+    catalog = check_catalog(client, settings)
+    ctx = Context(client=client, settings=settings, observed=observe(client, settings, keys), catalog=catalog,
+                  keys=keys, servers=server_specs(settings, keys))
+    return ctx
+
+
+def make_plan(ctx: Context) -> list:
+    return (plan_keys(ctx) + plan_network(ctx) + plan_firewalls(ctx) + plan_placement_group(ctx)
+            + plan_servers(ctx) + plan_dns(ctx))
+
+
+def _title(settings: Settings, verb: str) -> str:
+    return f"{verb} for environment {settings.environment} ({settings.hcloud_endpoint}):"
+
+
+def cmd_plan(settings: Settings, args, out) -> int:
+    ctx = prepare(settings)
+    steps = make_plan(ctx)
+    print(render(steps, _title(settings, "Plan")), file=out)
+    return EXIT_PENDING if pending(steps) else EXIT_OK
+
+
+def cmd_apply(settings: Settings, args, out) -> int:
+    ctx = prepare(settings)
+    steps = make_plan(ctx)
+    print(render(steps, _title(settings, "Plan")), file=out)
+    if pending(steps):
+        if not args.yes and not _confirm("Apply these changes? Type 'yes' to go on: ", "yes", out):
+            print("Nothing changed.", file=out)
+            return EXIT_ERROR
+        execute(ctx, steps, out)
+    _write_outputs(ctx, out, reobserve=pending(steps))
+    print("Applied." if pending(steps) else "Nothing to do: everything is in sync.", file=out)
+    return EXIT_OK
+
+
+def cmd_destroy(settings: Settings, args, out) -> int:
+    client = connect(settings)
+    ctx = Context(client=client, settings=settings, observed=observe(client, settings))
+    steps = plan_destroy(ctx, args.include_volumes)
+    print(render(steps, _title(settings, "Destroy")), file=out)
+    if not pending(steps):
+        print("Nothing to destroy.", file=out)
+        return EXIT_OK
+    prompt = f"Type the environment name ({settings.environment}) to destroy it: "
+    if not args.yes and not _confirm(prompt, settings.environment, out):
+        print("Nothing destroyed.", file=out)
+        return EXIT_ERROR
+    execute(ctx, steps, out)
+    print("Destroyed.", file=out)
+    return EXIT_OK
+
+
+def cmd_output(settings: Settings, args, out) -> int:
+    client = connect(settings)
+    ctx = Context(client=client, settings=settings, observed=observe(client, settings))
+    data = _write_outputs(ctx, None, reobserve=False)
+    print(json.dumps(data, indent=2) if args.json else outputs.render(data, settings.outputs_file), file=out)
+    return EXIT_OK
+
+
+def _write_outputs(ctx: Context, out, reobserve: bool) -> dict:
+    observed = observe(ctx.client, ctx.settings) if reobserve else ctx.observed
+    data = outputs.build(ctx.settings, observed)
+    outputs.write(ctx.settings.outputs_file, data)
+    if out:
+        print(f"Outputs written to {ctx.settings.outputs_file} (mode 0600); `python bootstrap.py output` shows them.",
+              file=out)
+    return data
+
+
+def _confirm(prompt: str, expected: str, out) -> bool:
+    print(prompt, end="", file=out, flush=True)
+    try:
+        return input().strip() == expected
+    except EOFError:
+        return False
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bootstrap.py", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("plan", help="show what apply would change")
+    apply = commands.add_parser("apply", help="create and reconcile the resources")
+    apply.add_argument("--yes", action="store_true", help="do not ask")
+    destroy = commands.add_parser("destroy", help="delete the resources bootstrap owns")
+    destroy.add_argument("--yes", action="store_true", help="do not ask for the environment name")
+    destroy.add_argument("--include-volumes", action="store_true", help="also delete the volumes (data!)")
+    output = commands.add_parser("output", help="show addresses, volumes and DNS records")
+    output.add_argument("--json", action="store_true", help="print the outputs file's JSON")
+    return parser.parse_args(argv)
+
+
+COMMANDS = {"plan": cmd_plan, "apply": cmd_apply, "destroy": cmd_destroy, "output": cmd_output}
+
+
+def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None, out=None) -> int:
+    args = parse_args(argv)
+    out = out or sys.stdout
+    endpoint = "the Hetzner API"
+    try:
+        settings = load_settings(environ)
+        endpoint = settings.hcloud_endpoint
+        return COMMANDS[args.command](settings, args, out)
+    except (SettingsError, BootstrapError, APIException, requests.RequestException) as error:
+        message = describe(error, endpoint)
+    except KeyboardInterrupt:
+        message = "interrupted; run apply again to finish what was started"
+    out.flush()
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""What the settings ask for, as plain values: SSH keys, firewall rules, servers with their volumes, DNS records."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+from dataclasses import dataclass
+
+from hcloud.firewalls.domain import FirewallRule
+
+from settings import ANYWHERE, PUBLIC_PORTS, ROLES, SSH_PORT, Settings, SettingsError, read_public_key
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    name: str
+    setting: str
+    public_key: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    name: str
+    role: str
+    server_type: str
+    ip: str
+    labels: dict
+    firewall: str
+    key_fingerprints: tuple
+    volume_name: str
+    volume_size: int
+    volume_labels: dict
+
+
+@dataclass(frozen=True)
+class Record:
+    type: str
+    name: str  # fully qualified, without the trailing dot
+    value: str | None  # None while the server it points at does not exist yet
+
+
+def fingerprint(public_key: str) -> str:
+    """The MD5 fingerprint Hetzner shows for an SSH key (aa:bb:...)."""
+    digest = hashlib.md5(base64.b64decode(public_key.split()[1])).hexdigest()
+    return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
+
+
+def key_specs(settings: Settings) -> list[KeySpec]:
+    specs = []
+    for name, path, setting in (
+        (settings.admin_key_name, settings.ssh_public_key_path, "SSH_PUBLIC_KEY_PATH"),
+        (settings.provisioner_key_name, settings.dokku_provisioner_key_path, "DOKKU_PROVISIONER_KEY_PATH"),
+    ):
+        public_key = read_public_key(path, setting)
+        specs.append(KeySpec(name, setting, public_key, fingerprint(public_key)))
+    if specs[0].fingerprint == specs[1].fingerprint:
+        raise SettingsError("DOKKU_PROVISIONER_KEY_PATH must be another key than SSH_PUBLIC_KEY_PATH "
+                            "(the provisioner's key is authorized for Dokku only)")
+    return specs
+
+
+def firewall_rules(settings: Settings, role: str) -> list[FirewallRule]:
+    rules = [FirewallRule(direction="in", protocol="tcp", port=str(SSH_PORT), source_ips=settings.admin_ips,
+                          description="SSH from ADMIN_IPS")]
+    rules += [FirewallRule(direction="in", protocol="tcp", port=str(port), source_ips=list(ANYWHERE),
+                           description=f"port {port} from anywhere") for port in PUBLIC_PORTS[role]]
+    return rules
+
+
+def rule_key(rule: FirewallRule) -> tuple:
+    """What makes two rules the same (descriptions and address spelling aside)."""
+    ips = sorted(str(ipaddress.ip_network(ip, strict=False)) for ip in rule.source_ips or [])
+    return rule.direction, rule.protocol, rule.port, tuple(ips)
+
+
+def server_specs(settings: Settings, keys: list[KeySpec]) -> list[ServerSpec]:
+    admin, provisioner = keys
+    # SPEC: both keys go on the Dokku servers, the admin key on the platform server.
+    fingerprints = {"dokku": (admin.fingerprint, provisioner.fingerprint), "platform": (admin.fingerprint,)}
+    return [
+        ServerSpec(
+            name=name, role=role, server_type=settings.server_type(role), ip=settings.private_ip(name),
+            labels=settings.labels(role), firewall=settings.firewall_name(role),
+            key_fingerprints=fingerprints[role], volume_name=settings.volume_name(name),
+            volume_size=settings.volume_size(role), volume_labels=settings.labels(role),
+        )
+        for role in ROLES
+        for name in settings.server_names(role)
+    ]
+
+
+def ipv6_address(network: str | None) -> str | None:
+    """Hetzner gives each server a /64; by convention the server itself answers on ::1."""
+    return str(ipaddress.IPv6Network(network, strict=False)[1]) if network else None
+
+
+def dns_records(settings: Settings, addresses: dict[str, tuple[str | None, str | None]]) -> list[Record]:
+    """SPEC's records. addresses: server name -> (ipv4, ipv6 address).
+
+    The wildcard (customer instances) points at the first Dokku server: a wildcard with several servers'
+    addresses would send each request to a random server, while an instance lives on exactly one. Instances
+    on further Dokku servers get their own records from the provisioner.
+    """
+    platform = addresses.get(settings.server_names("platform")[0], (None, None))
+    dokku = addresses.get(settings.server_names("dokku")[0], (None, None))
+    domain = settings.domain
+    records = [Record("A", domain, platform[0]), Record("AAAA", domain, platform[1])]
+    records += [Record("A", host, platform[0]) for host in settings.platform_hostnames()[1:]]
+    records += [Record("A", f"*.{domain}", dokku[0]), Record("AAAA", f"*.{domain}", dokku[1])]
+    if settings.matrix_federation:
+        records.append(Record("A", f"*.m.{domain}", dokku[0]))
+    return records

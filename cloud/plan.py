@@ -1,0 +1,181 @@
+"""The plan: a list of small printable steps (create / update / resize / delete / warning / unchanged).
+
+Each step that changes something carries a `run(ctx)`. Steps run by phase; within a phase, steps with the
+same target run one after another (Hetzner locks a server while an action on it runs), different targets
+run at the same time. This module plans the project-wide resources; servers.py and dns.py the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import hcloud
+from hcloud.networks.domain import NetworkSubnet
+
+from settings import NETWORK_IP_RANGE, NETWORK_ZONE, ROLES, SUBNET_IP_RANGE, Settings
+
+from .api import Catalog, wait
+from .desired import KeySpec, ServerSpec, firewall_rules, rule_key
+from .observe import Observed, is_ours
+
+CHANGES = ("create", "update", "resize", "delete")
+BASE, CREATE, CONVERGE, DNS = range(4)
+
+
+@dataclass
+class Context:
+    client: hcloud.Client
+    settings: Settings
+    observed: Observed
+    catalog: Catalog | None = None
+    keys: list[KeySpec] = field(default_factory=list)
+    servers: list[ServerSpec] = field(default_factory=list)
+
+
+@dataclass
+class Step:
+    kind: str
+    resource: str
+    name: str
+    detail: str = ""
+    run: Callable[[Context], None] | None = field(default=None, repr=False)
+    phase: int = BASE
+    target: str = ""
+
+    @property
+    def changes(self) -> bool:
+        return self.kind in CHANGES
+
+
+def pending(steps: list[Step]) -> bool:
+    return any(step.changes for step in steps)
+
+
+def render(steps: list[Step], title: str) -> str:
+    widths = [max([len(getattr(step, column)) for step in steps] + [0]) for column in ("kind", "resource", "name")]
+    lines = [title]
+    for step in steps:
+        row = [step.kind.ljust(widths[0]), step.resource.ljust(widths[1]), step.name.ljust(widths[2]), step.detail]
+        lines.append("  " + "  ".join(row).rstrip())
+    counts = {kind: sum(step.kind == kind for step in steps) for kind in CHANGES + ("warning", "unchanged")}
+    lines.append("Plan: " + ", ".join(f"{count} {kind}" for kind, count in counts.items() if count) + "."
+                 if steps else "Plan: nothing is managed yet.")
+    return "\n".join(lines)
+
+
+def labels_step(resource: str, obj, wanted: dict, update: Callable, phase: int = BASE, target: str = "") -> list[Step]:
+    """Put our labels back (other labels an operator added are kept)."""
+    current = obj.labels or {}
+    merged = {**current, **wanted}
+    if merged == current:
+        return []
+    drift = ", ".join(f"{key}={current.get(key, '(missing)')} -> {value}" for key, value in wanted.items()
+                      if current.get(key) != value)
+    return [Step("update", resource, obj.name, f"labels: {drift}", lambda ctx: update(ctx, obj, merged),
+                 phase, target or obj.name)]
+
+
+def update_labels(collection: str):
+    return lambda ctx, obj, labels: getattr(ctx.client, collection).update(obj, labels=labels)
+
+
+# -- SSH keys -------------------------------------------------------------------------------------------
+def plan_keys(ctx: Context) -> list[Step]:
+    steps = []
+    for spec in ctx.keys:
+        found = ctx.observed.keys_by_fingerprint.get(spec.fingerprint)
+        stale = ctx.observed.keys.get(spec.name)
+        key_steps = []
+        if stale is not None and stale.fingerprint != spec.fingerprint:
+            key_steps.append(Step("delete", "ssh key", stale.name, f"{spec.setting} now names another key",
+                                  lambda ctx, key=stale: ctx.client.ssh_keys.delete(key), target=spec.name))
+        if found is None:
+            key_steps.append(Step("create", "ssh key", spec.name, f"{spec.setting}, fingerprint {spec.fingerprint}",
+                                  lambda ctx, spec=spec: _create_key(ctx, spec), target=spec.name))
+        elif not is_ours(found, ctx.settings):
+            key_steps.append(Step("unchanged", "ssh key", spec.name,
+                                  f"the project's key {found.name!r} has the same fingerprint: adopted, never deleted"))
+        else:
+            key_steps += labels_step("ssh key", found, ctx.settings.labels(), update_labels("ssh_keys"),
+                                     target=spec.name)
+            if found.name != spec.name:
+                key_steps.append(Step("update", "ssh key", found.name, f"rename to {spec.name}",
+                                      lambda ctx, key=found, name=spec.name: ctx.client.ssh_keys.update(key, name=name),
+                                      target=spec.name))
+        steps += key_steps or [Step("unchanged", "ssh key", spec.name, f"fingerprint {spec.fingerprint}")]
+    return steps
+
+
+def _create_key(ctx: Context, spec: KeySpec) -> None:
+    key = ctx.client.ssh_keys.create(name=spec.name, public_key=spec.public_key, labels=ctx.settings.labels())
+    ctx.observed.keys_by_fingerprint[spec.fingerprint] = key
+
+
+# -- network ----------------------------------------------------------------------------------------------
+def plan_network(ctx: Context) -> list[Step]:
+    name = ctx.settings.network_name
+    network = ctx.observed.networks.get(name)
+    if network is None:
+        return [Step("create", "network", name, f"{NETWORK_IP_RANGE}, subnet {SUBNET_IP_RANGE} ({NETWORK_ZONE})",
+                     _create_network)]
+    steps = labels_step("network", network, ctx.settings.labels(), update_labels("networks"))
+    if network.ip_range != NETWORK_IP_RANGE:
+        steps.append(Step("warning", "network", name, f"ip range is {network.ip_range}, settings ask "
+                          f"{NETWORK_IP_RANGE}: a network's range is not changed in place"))
+    if not any(subnet.ip_range == SUBNET_IP_RANGE for subnet in network.subnets or []):
+        steps.append(Step("update", "network", name, f"add subnet {SUBNET_IP_RANGE} ({NETWORK_ZONE})",
+                          lambda ctx: wait(ctx.client.networks.add_subnet(network, _subnet()))))
+    return steps or [Step("unchanged", "network", name, f"{network.ip_range}, id {network.id}")]
+
+
+def _subnet() -> NetworkSubnet:
+    return NetworkSubnet(type=NetworkSubnet.TYPE_CLOUD, ip_range=SUBNET_IP_RANGE, network_zone=NETWORK_ZONE)
+
+
+def _create_network(ctx: Context) -> None:
+    network = ctx.client.networks.create(name=ctx.settings.network_name, ip_range=NETWORK_IP_RANGE,
+                                         subnets=[_subnet()], labels=ctx.settings.labels())
+    ctx.observed.networks[network.name] = network
+
+
+# -- firewalls and placement group -------------------------------------------------------------------------
+def plan_firewalls(ctx: Context) -> list[Step]:
+    steps = []
+    for role in ROLES:
+        name, rules = ctx.settings.firewall_name(role), firewall_rules(ctx.settings, role)
+        firewall = ctx.observed.firewalls.get(name)
+        summary = "; ".join(f"{rule.port} from {', '.join(rule.source_ips)}" for rule in rules)
+        if firewall is None:
+            steps.append(Step("create", "firewall", name, summary, lambda ctx, role=role: _create_firewall(ctx, role)))
+            continue
+        drift = labels_step("firewall", firewall, ctx.settings.labels(role), update_labels("firewalls"))
+        if sorted(map(rule_key, firewall.rules or [])) != sorted(map(rule_key, rules)):
+            drift.append(Step("update", "firewall", name, f"rules -> {summary}",
+                              lambda ctx, fw=firewall, rules=rules: wait(*ctx.client.firewalls.set_rules(fw, rules))))
+        steps += drift or [Step("unchanged", "firewall", name, summary)]
+    return steps
+
+
+def _create_firewall(ctx: Context, role: str) -> None:
+    response = ctx.client.firewalls.create(name=ctx.settings.firewall_name(role), labels=ctx.settings.labels(role),
+                                           rules=firewall_rules(ctx.settings, role))
+    wait(*(response.actions or []))
+    ctx.observed.firewalls[response.firewall.name] = response.firewall
+
+
+def plan_placement_group(ctx: Context) -> list[Step]:
+    name = ctx.settings.placement_group_name
+    group = ctx.observed.placement_groups.get(name)
+    if group is None:
+        return [Step("create", "placement group", name, "spread: Dokku servers on different hosts",
+                     _create_placement_group)]
+    steps = labels_step("placement group", group, ctx.settings.labels("dokku"), update_labels("placement_groups"))
+    return steps or [Step("unchanged", "placement group", name, "spread")]
+
+
+def _create_placement_group(ctx: Context) -> None:
+    response = ctx.client.placement_groups.create(name=ctx.settings.placement_group_name, type="spread",
+                                                  labels=ctx.settings.labels("dokku"))
+    wait(response.action)
+    ctx.observed.placement_groups[response.placement_group.name] = response.placement_group

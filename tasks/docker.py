@@ -11,7 +11,8 @@ from pyinfra.operations import apt, files, systemd
 
 from tasks import ops
 
-DOCKER_PACKAGES = ["docker.io", "docker-compose"]
+# docker-cli is only a Recommends of docker.io in Debian 13; installs here skip recommends.
+DOCKER_PACKAGES = ["docker.io", "docker-cli", "docker-compose"]
 DEFAULT_DATA_ROOT = "/var/lib/docker"
 
 

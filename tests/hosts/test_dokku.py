@@ -1,0 +1,76 @@
+"""tasks/dokku.py on the Dokku hosts: version (held), global settings, plugins, ssh-keys, dokku-deploy's sudo,
+and Dokku's data on the volume. Checked through Dokku's own CLI where it has one."""
+
+import pytest
+
+from tasks.dokku import fingerprint
+from tests.hosts import live
+from tests.hosts.roles import group_data
+
+testinfra_hosts = live.hosts("dokku")
+DATA = group_data("dokku")
+USER = DATA["deploy_user"]
+
+
+def test_dokku_version_and_hold(host):
+    assert host.check_output("dokku version") == f"dokku version {DATA['dokku_version']}"
+    assert "dokku" in host.check_output("apt-mark showhold").split()
+
+
+def test_global_domain(host):
+    assert host.check_output("dokku domains:report --global --domains-global-vhosts").split() == [DATA["domain"]]
+
+
+@pytest.mark.parametrize("key", sorted(DATA["dokku_global_properties"]))
+def test_global_property(host, key):
+    plugin, _, prop = key.partition("/")
+    # where `dokku <plugin>:set --global` stores it (Dokku's property store)
+    stored = host.file(f"/var/lib/dokku/config/{plugin}/--global/{prop}")
+    assert stored.content_string.strip() == DATA["dokku_global_properties"][key]
+
+
+@pytest.mark.parametrize("plugin", sorted(DATA["dokku_plugins"]) + ["resource"])
+def test_plugin_listed(host, plugin):
+    names = [line.split()[0] for line in host.check_output("dokku plugin:list").splitlines() if line.strip()]
+    assert plugin in names
+
+
+def test_letsencrypt_renewal_cron(host):
+    assert "letsencrypt:auto-renew" in host.check_output("crontab -l -u dokku")
+
+
+def test_provisioner_ssh_key_by_fingerprint(host):
+    listed = host.check_output("dokku ssh-keys:list")
+    wanted = fingerprint(DATA["provisioner_public_key"])
+    assert f'{wanted} NAME="{DATA["provisioner_key_name"]}"' in listed
+
+
+def test_deploy_user(host):
+    user = host.user(USER)
+    assert user.exists
+    assert {"docker", "sudo"} <= set(user.groups)
+    keys = host.file(f"{user.home}/.ssh/authorized_keys").content_string
+    assert DATA["provisioner_public_key"].split()[1] in keys
+    assert host.check_output(f"passwd -S {USER}").split()[1] in ("L", "NP") or \
+        host.check_output(f"getent shadow {USER}").split(":")[1] in ("!", "*", "!*")
+
+
+def test_deploy_user_sudo_only_dokku(host):
+    listing = host.check_output(f"sudo -l -U {USER}")
+    assert "NOPASSWD: /usr/bin/dokku" in listing
+    assert host.run(f"sudo -u {USER} sudo -n /usr/bin/dokku version").rc == 0
+    for command in ("/bin/true", "/bin/bash -c id"):
+        assert host.run(f"sudo -u {USER} sudo -n {command}").rc != 0, f"{USER} may run {command} via sudo"
+
+
+def test_sudoers_file(host):
+    dropin = host.file(f"/etc/sudoers.d/{USER}")
+    assert dropin.mode == 0o440 and dropin.user == "root"
+    assert host.run("visudo -c").rc == 0
+
+
+@pytest.mark.parametrize("path, name", [("/home/dokku", "dokku-home"), ("/var/lib/dokku/services", "dokku-services")])
+def test_dokku_data_on_volume(host, path, name):
+    target = f"{DATA['mount_point']}/{name}"
+    assert host.file(path).linked_to == target
+    assert host.check_output(f"findmnt -n -o TARGET -T {target}") == DATA["mount_point"]

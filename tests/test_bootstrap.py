@@ -1,0 +1,352 @@
+"""bootstrap.py against the fake Hetzner Cloud, driven only through the real hcloud SDK."""
+
+import importlib
+import json
+import stat
+import sys
+
+import pytest
+from hcloud.firewalls.domain import FirewallRule
+from hcloud.zones.domain import ZoneRecord
+
+from tests.fakecloud import FakeCloud
+from tests.fakecloud.harness import Harness, RecordingHooks, write_public_key
+
+DOKKU1, PLATFORM = "mindroom-production-dokku-1", "mindroom-production-platform"
+
+
+@pytest.fixture
+def hooks():
+    return RecordingHooks()
+
+
+@pytest.fixture
+def fake(hooks):
+    cloud = FakeCloud(hooks=hooks)
+    hooks.fake = cloud
+    cloud.start()
+    yield cloud
+    cloud.stop()
+
+
+@pytest.fixture
+def h(tmp_path, fake):
+    return Harness(tmp_path, fake)
+
+
+@pytest.fixture
+def applied(h):
+    result = h.run("apply", "--yes")
+    assert result.code == 0, result.err
+    return h
+
+
+def rows(output: str, kind: str) -> list[str]:
+    return [line.strip() for line in output.splitlines() if line.strip().startswith(kind + " ")]
+
+
+def test_plan_on_an_empty_project_lists_every_resource_and_changes_nothing(h):
+    result = h.run("plan")
+    assert result.code == 2, result.err
+    assert result.mutations == []
+    created = "\n".join(rows(result.out, "create"))
+    for name in ("mindroom-production-admin", "mindroom-production-dokku-provisioner", "mindroom-production-network",
+                 "mindroom-production-dokku ", "mindroom-production-platform ", "mindroom-production-dokku-spread",
+                 DOKKU1, PLATFORM, f"{DOKKU1}-data", f"{PLATFORM}-data", "attach to network at 10.0.1.10",
+                 "attach to network at 10.0.1.20"):
+        assert name in created + " ", name
+    assert h.fake.resources("servers") == []
+
+
+def test_apply_creates_what_the_spec_asks(applied, hooks):
+    h = applied
+    admin_ips, anywhere = ["203.0.113.7/32"], ["0.0.0.0/0", "::/0"]
+    servers = {s["name"]: s for s in h.fake.resources("servers")}
+    assert sorted(servers) == [DOKKU1, PLATFORM]
+    firewalls = {f["name"]: f for f in h.fake.resources("firewalls")}
+    network = h.by_name("networks", "mindroom-production-network")
+    assert network["ip_range"] == "10.0.0.0/16"
+    assert [(s["ip_range"], s["network_zone"]) for s in network["subnets"]] == [("10.0.1.0/24", "eu-central")]
+    for name, role, server_type, ip, size, ports in (
+        (DOKKU1, "dokku", "cpx31", "10.0.1.10", 200, ["80", "443", "8448"]),
+        (PLATFORM, "platform", "cpx21", "10.0.1.20", 50, ["80", "443"]),
+    ):
+        server = servers[name]
+        assert server["labels"] == {"managed-by": "mindroom-infra", "project": "mindroom",
+                                    "environment": "production", "role": role}
+        assert (server["server_type"]["name"], server["image"]["name"], server["location"]["name"]) == (
+            server_type, "debian-13", "nbg1")
+        assert [(n["network"], n["ip"]) for n in server["private_net"]] == [(network["id"], ip)]
+        assert server["backup_window"] and server["protection"] == {"delete": True, "rebuild": True}
+        assert server["public_net"]["ipv4"] and server["public_net"]["ipv6"]
+        firewall = firewalls[f"mindroom-production-{role}"]
+        assert [fw["id"] for fw in server["public_net"]["firewalls"]] == [firewall["id"]]
+        rules = {(r["port"], tuple(r["source_ips"])) for r in firewall["rules"]}
+        assert rules == {("22", tuple(admin_ips))} | {(port, tuple(anywhere)) for port in ports}
+        volume = h.by_name("volumes", f"{name}-data")
+        assert (volume["server"], volume["size"], volume["protection"]["delete"]) == (server["id"], size, True)
+    group = h.by_name("placement_groups", "mindroom-production-dokku-spread")
+    assert group["type"] == "spread" and group["servers"] == [servers[DOKKU1]["id"]]
+    assert servers[PLATFORM]["placement_group"] is None
+    keys = {call[1][1]: call[1][3] for call in hooks.named("server_created")}
+    assert sorted(keys[DOKKU1]) == sorted([h.admin_key, h.provisioner_key]) and keys[PLATFORM] == [h.admin_key]
+    assert all("create_server" in call[2] for call in hooks.named("server_created")), "hook ran while action ran"
+
+
+def test_outputs_file_is_private_and_feeds_the_inventory(applied, monkeypatch):
+    h = applied
+    path = h.tmp_path / "outputs.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    outputs = json.loads(path.read_text())
+    dokku = outputs["servers"][0]
+    volume = h.by_name("volumes", f"{DOKKU1}-data")
+    assert dokku["name"] == DOKKU1 and dokku["role"] == "dokku" and dokku["private_ip"] == "10.0.1.10"
+    assert dokku["volume"] == {"id": volume["id"], "name": volume["name"], "size": 200,
+                               "device": f"/dev/disk/by-id/scsi-0HC_Volume_{volume['id']}"}
+    assert dokku["ipv6"].endswith("::1") and outputs["network_id"] == h.by_name("networks", "mindroom-production-network")["id"]
+    for name, value in h.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delitem(sys.modules, "inventory", raising=False)
+    inventory = importlib.import_module("inventory")  # what pyinfra loads, reading the same file
+    assert [name for name, _ in inventory.dokku] == [DOKKU1]
+    assert inventory.platform[0][1]["private_ip"] == "10.0.1.20"
+    assert inventory.dokku[0][1]["volume_device"] == dokku["volume"]["device"]
+    shown = h.run("output", "--json")
+    assert json.loads(shown.out) == outputs and shown.mutations == []
+
+
+def test_second_apply_sends_no_mutating_request_and_plan_exits_0(applied):
+    again = applied.run("apply")  # no --yes: nothing to ask when in sync
+    assert again.code == 0 and again.mutations == [], again.mutations
+    plan = applied.run("plan")
+    assert plan.code == 0 and not rows(plan.out, "create") and not rows(plan.out, "update")
+
+
+def test_drift_is_reconciled(applied):
+    h = applied
+    client = h.client()
+    server = client.servers.get_by_name(DOKKU1)
+    firewall = client.firewalls.get_by_name("mindroom-production-dokku")
+    client.firewalls.set_rules(firewall, [FirewallRule(direction="in", protocol="tcp", port="22",
+                                                       source_ips=["0.0.0.0/0", "::/0"])])
+    client.servers.update(server, labels={**server.labels, "role": "wrong", "owner": "ops"})
+    client.servers.disable_backup(server).wait_until_finished()
+    client.servers.change_protection(server, delete=False, rebuild=False).wait_until_finished()
+    client.servers.detach_from_network(server, client.networks.get_by_name("mindroom-production-network")).wait_until_finished()
+    volume = client.volumes.get_by_name(f"{DOKKU1}-data")
+    client.volumes.detach(volume).wait_until_finished()
+    client.firewalls.remove_from_resources(client.firewalls.get_by_name("mindroom-production-platform"), [
+        __import__("hcloud.firewalls.domain", fromlist=["x"]).FirewallResource(
+            type="server", server=client.servers.get_by_name(PLATFORM))])
+
+    plan = h.run("plan")
+    assert plan.code == 2
+    updates = "\n".join(rows(plan.out, "update"))
+    for expected in ("rules -> 22 from 203.0.113.7/32", "role=wrong -> dokku", "enable backups",
+                     "enable delete protection", "attach to network at 10.0.1.10", f"attach to {DOKKU1}",
+                     "apply firewall mindroom-production-platform"):
+        assert expected in updates, expected
+    assert h.run("apply", "--yes").code == 0
+    reconciled = h.by_name("servers", DOKKU1)
+    assert reconciled["labels"]["role"] == "dokku" and reconciled["labels"]["owner"] == "ops"
+    assert reconciled["backup_window"] and reconciled["protection"]["delete"]
+    assert [n["ip"] for n in reconciled["private_net"]] == ["10.0.1.10"]
+    assert h.by_name("volumes", f"{DOKKU1}-data")["server"] == reconciled["id"]
+    assert {r["port"]: r["source_ips"] for r in h.by_name("firewalls", "mindroom-production-dokku")["rules"]}["22"] == [
+        "203.0.113.7/32"]
+    assert h.by_name("servers", PLATFORM)["public_net"]["firewalls"]
+    assert h.run("plan").code == 0
+
+
+def test_scale_out_from_1_to_3_and_back_never_deletes(applied):
+    h = applied
+    plan = h.run("plan", DOKKU_SERVERS="3")
+    created = [row for row in rows(plan.out, "create") if row.split()[1] == "server" and "debian-13" in row]
+    assert plan.code == 2 and len(created) == 2 and DOKKU1 not in "".join(created)
+    assert h.run("apply", "--yes", DOKKU_SERVERS="3").code == 0
+    servers = {s["name"]: s for s in h.fake.resources("servers")}
+    ips = {name: s["private_net"][0]["ip"] for name, s in servers.items()}
+    assert ips == {DOKKU1: "10.0.1.10", "mindroom-production-dokku-2": "10.0.1.11",
+                   "mindroom-production-dokku-3": "10.0.1.12", PLATFORM: "10.0.1.20"}
+    assert len(h.by_name("placement_groups", "mindroom-production-dokku-spread")["servers"]) == 3
+    assert len(h.fake.resources("volumes")) == 4
+    assert h.run("plan", DOKKU_SERVERS="3").code == 0
+    back = h.run("apply", "--yes", DOKKU_SERVERS="1")
+    assert back.code == 0 and back.mutations == []
+    assert len(rows(back.out, "warning")) == 4 and len(h.fake.resources("servers")) == 4
+
+
+def test_vertical_resize_uses_change_type_keeping_the_disk(applied, hooks):
+    h = applied
+    plan = h.run("plan", DOKKU_SERVER_TYPE="cpx41")
+    assert plan.code == 2 and any("cpx31 -> cpx41" in row for row in rows(plan.out, "resize"))
+    result = h.run("apply", "--yes", DOKKU_SERVER_TYPE="cpx41")
+    assert result.code == 0, result.err
+    server_id = h.by_name("servers", DOKKU1)["id"]
+    calls = [(r["path"].rsplit("/", 1)[-1], r["body"]) for r in result.mutations]
+    assert [c for c, _ in calls] == ["shutdown", "change_type", "poweron"]
+    assert json.loads(calls[1][1])["upgrade_disk"] is False
+    server = h.by_name("servers", DOKKU1)
+    assert (server["server_type"]["name"], server["primary_disk_size"], server["status"]) == ("cpx41", 160, "running")
+    assert [call[1] for call in hooks.named("server_powered")] == [(server_id, False), (server_id, True)]
+    assert h.run("apply", "--yes").code == 0  # back to cpx31: possible because the disk was kept
+    assert h.by_name("servers", DOKKU1)["server_type"]["name"] == "cpx31"
+    smaller = h.run("plan", DOKKU_SERVER_TYPE="cpx21")  # 80 GB disk < 160 GB
+    assert smaller.code == 0 and any("smaller than the server's 160 GB" in row for row in rows(smaller.out, "warning"))
+
+
+def test_volume_grows_and_never_shrinks(applied):
+    h = applied
+    grown = h.run("apply", "--yes", DOKKU_VOLUME_SIZE="300")
+    assert grown.code == 0 and [r["path"].rsplit("/", 1)[-1] for r in grown.mutations] == ["resize"]
+    assert h.by_name("volumes", f"{DOKKU1}-data")["size"] == 300
+    shrink = h.run("apply", "--yes", DOKKU_VOLUME_SIZE="250")
+    assert shrink.code == 0 and shrink.mutations == []
+    assert any("cannot shrink" in row for row in rows(shrink.out, "warning"))
+
+
+@pytest.mark.parametrize("overrides, warning", [
+    ({"SERVER_IMAGE": "ubuntu-24.04"}, "not rebuilt"),
+    ({"LOCATION": "fsn1"}, "cannot move"),
+])
+def test_fields_that_cannot_change_in_place_are_warnings(applied, overrides, warning):
+    result = applied.run("apply", "--yes", **overrides)
+    assert result.code == 0 and result.mutations == []
+    assert any(warning in row for row in rows(result.out, "warning"))
+    assert applied.run("plan", **overrides).code == 0
+
+
+def make_decoys(h):
+    client = h.client()
+    other_key = write_public_key(h.tmp_path / "other.pub")
+    key = client.ssh_keys.create(name="someone-else", public_key=other_key)
+    from hcloud.images.domain import Image
+    from hcloud.server_types.domain import ServerType
+
+    staging = {"managed-by": "mindroom-infra", "project": "mindroom", "environment": "staging", "role": "dokku"}
+    server = client.servers.create(name="mindroom-staging-dokku-1", server_type=ServerType(name="cx22"),
+                                   image=Image(name="debian-12"), ssh_keys=[key], labels=staging)
+    server.action.wait_until_finished()
+    client.volumes.create(size=10, name="customer-backup", location=client.locations.get_by_name("nbg1"),
+                          labels={"project": "mindroom"}).action.wait_until_finished()
+    client.networks.create(name="office", ip_range="10.9.0.0/16", labels={"managed-by": "someone-else"})
+    client.firewalls.create(name="mindroom-production-extra", labels={"environment": "production"})
+    return {kind: h.fake.resources(kind) for kind in ("servers", "volumes", "networks", "firewalls", "ssh_keys")}
+
+
+def test_destroy_keeps_volumes_and_decoys_and_apply_reuses_the_volumes(h):
+    decoys = make_decoys(h)
+    assert h.run("apply", "--yes").code == 0
+    refused = h.run("destroy", stdin="prod\n")
+    assert refused.code == 1 and refused.mutations == [] and len(h.fake.resources("servers")) == 3
+    result = h.run("destroy", stdin="production\n")
+    assert result.code == 0, result.err
+    for kind, before in decoys.items():
+        remaining = {item["id"] for item in h.fake.resources(kind)}
+        assert {item["id"] for item in before} <= remaining, kind
+    assert h.names("servers") == ["mindroom-staging-dokku-1"]
+    assert h.names("networks") == ["office"] and h.names("placement_groups") == []
+    assert h.names("ssh_keys") == ["someone-else"]
+    kept = [v for v in h.fake.resources("volumes") if v["name"].startswith("mindroom-production")]
+    assert len(kept) == 2 and all(v["protection"]["delete"] and v["server"] is None for v in kept)
+    assert h.run("apply", "--yes").code == 0  # new servers, the same volumes (and data) attached again
+    assert {h.by_name("volumes", v["name"])["id"] for v in kept} == {v["id"] for v in kept}
+    assert all(h.by_name("volumes", v["name"])["server"] for v in kept)
+
+
+def test_destroy_with_volumes_deletes_only_what_it_owns(h):
+    decoys = make_decoys(h)
+    assert h.run("apply", "--yes").code == 0
+    result = h.run("destroy", "--yes", "--include-volumes")
+    assert result.code == 0, result.err
+    for kind, before in decoys.items():
+        assert sorted(item["name"] for item in before) == h.names(kind), kind
+    assert h.run("destroy", "--yes").code == 0  # nothing left: still fine
+
+
+def test_an_admin_key_already_in_the_project_is_adopted_not_duplicated(h):
+    client = h.client()
+    mine = client.ssh_keys.create(name="alice@laptop", public_key=h.admin_key)
+    plan = h.run("plan")
+    assert "adopted" in plan.out and "create  ssh key          mindroom-production-admin" not in plan.out
+    assert h.run("apply", "--yes").code == 0
+    assert h.names("ssh_keys") == ["alice@laptop", "mindroom-production-dokku-provisioner"]
+    assert h.by_name("ssh_keys", "alice@laptop")["labels"] == {}
+    assert h.run("destroy", "--yes").code == 0
+    assert [k["id"] for k in h.fake.resources("ssh_keys")] == [mine.id]
+
+
+def test_staging_and_production_never_collide(h):
+    assert h.run("apply", "--yes").code == 0
+    staging = h.run("apply", "--yes", ENVIRONMENT="staging", OUTPUTS_FILE=str(h.tmp_path / "staging.json"))
+    assert staging.code == 0, staging.err
+    assert "adopted" not in staging.out or "mindroom-production-admin" in staging.out
+    assert len(h.fake.resources("servers")) == 4 and len(h.fake.resources("networks")) == 2
+    assert h.run("destroy", "--yes", "--include-volumes", ENVIRONMENT="staging").code == 0
+    assert h.run("plan").code == 0 and len(h.fake.resources("servers")) == 2
+
+
+def test_no_secret_reaches_user_data_output_or_the_api(h):
+    secrets = {"STRIPE_SECRET_KEY": "sk_live_DO_NOT_LEAK", "STRIPE_WEBHOOK_SECRET": "whsec_DO_NOT_LEAK",
+               "SUPABASE_SERVICE_KEY": "supabase-DO-NOT-LEAK", "REGISTRY_TOKEN": "registry-DO-NOT-LEAK",
+               "SUPABASE_URL": "https://secret-project.supabase.co", "HCLOUD_TOKEN": "hcloud-DO-NOT-LEAK"}
+    h.env.update(secrets)
+    results = [h.run(*argv) for argv in (["plan"], ["apply", "--yes"], ["output"], ["output", "--json"],
+                                         ["destroy", "--yes"], ["plan"])]
+    assert results[1].code == 0
+    texts = [r.out + r.err for r in results] + [(h.tmp_path / "outputs.json").read_text()]
+    texts += [entry["body"] for r in results for entry in r.requests]
+    for value in secrets.values():
+        assert not any(value in text for text in texts), value
+    with h.fake.cloud.lock:
+        assert all(s.get("_user_data") is None for s in h.fake.cloud.state["servers"].values())
+
+
+def test_plan_exit_codes(h):
+    assert h.run("plan").code == 2
+    assert h.run("apply", "--yes").code == 0
+    assert h.run("plan").code == 0
+    h.fake.token = "the-real-token"
+    denied = h.run("plan")
+    assert denied.code == 1 and "unauthorized" in denied.err and len(denied.err.strip().splitlines()) == 1
+
+
+def test_apply_asks_before_changing_anything(h):
+    declined = h.run("apply", stdin="no\n")
+    assert declined.code == 1 and declined.mutations == []
+    accepted = h.run("apply", stdin="yes\n")
+    assert accepted.code == 0 and accepted.mutations
+
+
+def test_dns_records_are_created_and_reconciled_in_the_zone(h, hooks):
+    client = h.client()
+    zone = client.zones.create(name="mindroom.test", mode="primary").zone
+    client.zones.create_rrset(zone, name="www", type="CNAME", records=[ZoneRecord(value="mindroom.test.")])
+    result = h.run("apply", "--yes", DNS_ZONE="mindroom.test", MATRIX_FEDERATION="true")
+    assert result.code == 0, result.err
+    platform, dokku = h.by_name("servers", PLATFORM), h.by_name("servers", DOKKU1)
+    rrsets = {(r.name, r.type): [x.value for x in r.records] for r in client.zones.get_rrset_all(zone)}
+    p4, d4 = platform["public_net"]["ipv4"]["ip"], dokku["public_net"]["ipv4"]["ip"]
+    assert rrsets == {
+        ("@", "A"): [p4], ("@", "AAAA"): [platform["public_net"]["ipv6"]["ip"].split("/")[0] + "1"],
+        ("app", "A"): [p4], ("admin", "A"): [p4], ("api", "A"): [p4], ("webhooks", "A"): [p4],
+        ("*", "A"): [d4], ("*", "AAAA"): [dokku["public_net"]["ipv6"]["ip"].split("/")[0] + "1"],
+        ("*.m", "A"): [d4], ("www", "CNAME"): ["mindroom.test."],
+    }
+    last = hooks.named("dns_rrsets_changed")[-1][1]
+    assert last[0] == "mindroom.test" and {"name": "*.m", "type": "A", "records": [d4]} in last[1]
+    client.zones.set_rrset_records(client.zones.get_rrset(zone, "app", "A"), [ZoneRecord(value="192.0.2.1")])
+    plan = h.run("plan", DNS_ZONE="mindroom.test")  # matrix off now: *.m is ours and goes
+    assert plan.code == 2 and any("192.0.2.1 -> " + p4 in row for row in rows(plan.out, "update"))
+    assert any("A *.m" in row for row in rows(plan.out, "delete"))
+    assert h.run("apply", "--yes", DNS_ZONE="mindroom.test").code == 0
+    assert h.run("plan", DNS_ZONE="mindroom.test").code == 0
+    assert h.run("destroy", "--yes", DNS_ZONE="mindroom.test").code == 0
+    assert [(r.name, r.type) for r in client.zones.get_rrset_all(zone)] == [("www", "CNAME")]
+
+
+def test_without_a_zone_output_lists_the_records_to_create(applied):
+    result = applied.run("output", DNS_ZONE="mindroom.test")  # set, but no such zone in the project
+    assert result.code == 0 and "DNS records to create" in result.out
+    assert "*.mindroom.test" in result.out and "app.mindroom.test" in result.out
+    assert not any("/zones/" in r["path"] for r in result.requests if r["method"] != "GET")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import urllib.request
 from pathlib import Path
 
 from tests.testbed import layout, procs
@@ -30,7 +32,21 @@ def start(lab: Path, token: str) -> dict[str, str]:
         return procs.port_open(host, int(port))
 
     procs.wait_for(listening, 20, "the fake Hetzner API")
-    return {"HCLOUD_ENDPOINT": endpoint(), "HCLOUD_TOKEN": token}
+    ensure_zone(token, layout.TEST_DOMAIN)
+    return {"HCLOUD_ENDPOINT": endpoint(), "HCLOUD_TOKEN": token, "DNS_ZONE": layout.TEST_DOMAIN}
+
+
+def _api(token: str, method: str, path: str, body: dict | None = None) -> dict:
+    request = urllib.request.Request(endpoint() + path, method=method, data=json.dumps(body).encode() if body else None,
+                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read() or b"{}")
+
+
+def ensure_zone(token: str, zone: str) -> None:
+    """The operator's DNS zone exists in the (fake) Hetzner DNS, so bootstrap creates the records in it."""
+    if not _api(token, "GET", f"/zones?name={zone}")["zones"]:
+        _api(token, "POST", "/zones", {"name": zone, "mode": "primary"})
 
 
 def stop(lab: Path) -> None:

@@ -37,7 +37,6 @@ def base_settings(lab: Path, dokku_servers: int = 1) -> dict[str, str]:
     return {
         "ENVIRONMENT": "testbed",
         "DOMAIN": layout.TEST_DOMAIN,
-        "DNS_ZONE": layout.TEST_DOMAIN,
         "ADMIN_IPS": f"{layout.BRIDGE_IP}/32",
         "DOKKU_SERVERS": str(dokku_servers),
         "DOKKU_VOLUME_SIZE": str(layout.VOLUME_SIZE_GB),

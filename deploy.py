@@ -1,7 +1,8 @@
 """Table of contents: the tasks each group of hosts gets, in order. Logic lives in tasks/.
 
-Order matters across hosts: pyinfra runs each operation on every host before the next one, so the
-platform's key is generated before the Dokku hosts authorize it.
+Order across hosts: pyinfra orders operations as a graph of each host's sequence; an operation called for
+every host joins the sequences. keys.authorize_platform_key() is such a join (it acts on Dokku hosts only),
+so the Dokku hosts authorize the platform's key after the platform host generated it.
 """
 
 from pyinfra import host
@@ -18,7 +19,8 @@ if "platform" in host.groups:
 if "dokku" in host.groups:
     dokku.install()
     dokku.configure()
-    keys.authorize_platform_key()
+
+keys.authorize_platform_key()
 
 if "platform" in host.groups:
     platform.services()

@@ -2,7 +2,7 @@
 
 Each image is one layer: busybox-static (from the build machine's busybox-static package) with /bin/sh and
 /bin/wget links, and `busybox httpd` serving /www on the service's container port, where /health answers
-"ok". The layer is a reproducible tarball (fixed mtimes, owners, gzip timestamp), so the digests are
+"ok", / names the service and /provision answers with the service's name. The layer is a reproducible tarball (fixed mtimes, owners, gzip timestamp), so the digests are
 stable and a re-push uploads nothing. Pushed through the registry's HTTP API (Docker v2 manifest).
 """
 
@@ -44,6 +44,8 @@ def _layer(service) -> bytes:
             add(f"bin/{applet}", kind=tarfile.SYMTYPE, link="busybox")
         add("www/index.html", f"<h1>{service.name}</h1>\n<p>testbed stand-in</p>\n".encode())
         add("www/health", b"ok\n")
+        # Every stand-in answers /provision with its own name, so a test can tell where nginx routed it.
+        add("www/provision", f"{service.name}\n".encode())
     return buffer.getvalue()
 
 

@@ -1,0 +1,116 @@
+"""nginx on the platform host: the landing page, the four vhosts, basic auth for admin, safe reloads.
+
+Both variants of the vhosts are always rendered: /etc/nginx/mindroom/http.conf (before certificates: the
+sites over plain HTTP) and https.conf (TLS, with HTTP redirecting to HTTPS). /usr/local/sbin/mindroom-nginx-apply
+enables the variant the certificate allows, validates with `nginx -t` and reloads; if nginx rejects the new
+configuration it restores the last good one and fails, so an invalid template never takes nginx down.
+The script runs only when a file changed, and from certbot's deploy hook once a certificate is issued.
+
+The admin password is generated locally on the first deploy (SECRETS_DIR/admin-password, 0600) with its bcrypt
+hash beside it, so re-runs upload the same hash. `python -m tasks.nginx admin-password` prints it;
+`python -m tasks.nginx rotate-admin-password` makes a new one (the next deploy installs it).
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from pathlib import Path
+
+import bcrypt
+from jinja2 import FileSystemLoader
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.operations import files, server, systemd
+from pyinfra.operations.util import any_changed
+
+from settings import PLATFORM_SERVICES, SettingsError, load_settings
+from tasks.platform import TEMPLATES, secret_file
+
+LANDING = TEMPLATES.parent / "files" / "landing"
+APPLY_SCRIPT = "/usr/local/sbin/mindroom-nginx-apply"
+CONFIG_DIR = "/etc/nginx/mindroom"
+PASSWORD_FILE = "admin-password"
+HASH_FILE = "admin-password.bcrypt"
+
+
+# -- the admin password, kept locally ----------------------------------------------------------------------
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.chmod(0o700)
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(text)
+
+
+def admin_credentials(settings, rotate: bool = False) -> tuple[str, str]:
+    """(password, bcrypt hash) of the admin dashboard, generated once in SECRETS_DIR."""
+    password_path, hash_path = settings.secrets_dir / PASSWORD_FILE, settings.secrets_dir / HASH_FILE
+    if rotate or not password_path.is_file():
+        _write_private(password_path, secrets.token_urlsafe(18) + "\n")
+    password = password_path.read_text().strip()
+    if not password:
+        raise SettingsError(f"{password_path} is empty; delete it to generate a new admin password")
+    hashed = hash_path.read_text().strip() if hash_path.is_file() else ""
+    if not hashed or not bcrypt.checkpw(password.encode(), hashed.encode()):
+        hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt()).decode()
+        _write_private(hash_path, hashed + "\n")
+    return password, hashed
+
+
+# -- the deploy ------------------------------------------------------------------------------------------------
+def _template(name: str, dest: str, mode: str = "644", **data):
+    return files.template(
+        name=f"Render {dest}", src=str(TEMPLATES / "nginx" / name), dest=dest, user="root", group="root",
+        mode=mode, jinja_env_kwargs={"loader": FileSystemLoader(str(TEMPLATES / "nginx"))}, **data,
+    )
+
+
+@deploy("Nginx: configure")
+def configure():
+    settings = load_settings()
+    data = host.data
+    services = {service.name: service for service in PLATFORM_SERVICES}
+    context = dict(
+        domain=settings.domain, services=services, landing_root=data.nginx_landing_root,
+        acme_root=data.nginx_acme_root, htpasswd=data.nginx_htpasswd, api_max_body_size=data.nginx_api_max_body_size,
+        cert_dir=f"/etc/letsencrypt/live/{settings.domain}",
+    )
+    _, hashed = admin_credentials(settings)
+
+    for directory in (data.nginx_landing_root, data.nginx_acme_root, CONFIG_DIR):
+        files.directory(name=f"Create {directory}", path=directory, user="root", group="root", mode="755")
+    # The landing page and .htpasswd are read per request: they need no reload.
+    files.put(name=f"Upload {data.nginx_landing_root}/index.html", src=str(LANDING / "index.html"),
+                        dest=f"{data.nginx_landing_root}/index.html", user="root", group="root", mode="644")
+    secret_file(name=f"Write {data.nginx_htpasswd}", dest=data.nginx_htpasswd,
+                           content=f"{data.nginx_admin_user}:{hashed}\n", group="www-data", mode=640)
+    changes = [
+        _template("mindroom.conf.j2", "/etc/nginx/conf.d/mindroom.conf"),
+        _template("mindroom-proxy.conf.j2", "/etc/nginx/snippets/mindroom-proxy.conf"),
+        _template("sites.conf.j2", f"{CONFIG_DIR}/http.conf", tls=False, **context),
+        _template("sites.conf.j2", f"{CONFIG_DIR}/https.conf", tls=True, **context),
+        _template("mindroom-nginx-apply.j2", APPLY_SCRIPT, mode="755", domain=settings.domain, config_dir=CONFIG_DIR),
+        files.link(name="Remove the stock default site", path="/etc/nginx/sites-enabled/default", present=False),
+    ]
+    systemd.service(name="Enable nginx", service="nginx", running=True, enabled=True)
+    server.shell(name="Validate and reload nginx (mindroom-nginx-apply)", commands=[APPLY_SCRIPT],
+                 _if=any_changed(*changes))
+
+
+def main(argv: list[str]) -> int:
+    commands = {"admin-password": False, "rotate-admin-password": True}
+    if len(argv) != 1 or argv[0] not in commands:
+        print("usage: python -m tasks.nginx admin-password | rotate-admin-password", file=sys.stderr)
+        return 2
+    try:
+        password, _ = admin_credentials(load_settings(), rotate=commands[argv[0]])
+    except SettingsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(password)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,169 @@
+"""Platform services: the four MindRoom services from the private registry, run by Docker Compose.
+
+- /opt/platform/.env (root, 0600) is rendered from the local settings, never from user_data: the keys SPEC.md
+  lists plus DOKKU_HOST (the first Dokku server's private IP) and DOKKU_HOSTS (all of them, comma-separated).
+- A changed secret restarts only the services that read it: compose.yaml names, per service, the .env keys it
+  reads (group data `platform_service_env`) and compose resolves them from the .env file. `docker compose up`
+  recreates a container only when its resolved configuration changed.
+- Registry login without `docker login`: /root/.docker/config.json (0600) is written with the credential, so
+  the token is never on a command line. Secret files go through `secret_file`, which never prints a diff.
+- `docker compose up -d --wait` runs only when compose.yaml, .env, the registry login or its CA changed, or
+  when a service is not running (fact), so a second deploy changes nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from io import StringIO
+from pathlib import PurePosixPath
+
+from pyinfra import host, inventory
+from pyinfra.api import FactBase, FileUploadCommand, StringCommand, deploy, operation
+from pyinfra.api.util import get_template
+from pyinfra.facts.files import File, Sha256File
+from pyinfra.operations import apt, files, server
+from pyinfra.operations.util import any_changed
+
+from settings import PLATFORM_SERVICES, SettingsError, load_settings
+
+TEMPLATES = PurePosixPath(__file__).parent.parent / "templates"
+
+
+@operation()
+def secret_file(dest: str, content: str, user: str = "root", group: str = "root", mode: int = 600):
+    """Write content to dest like files.put, but never show it: pyinfra's --diff prints the old and new text of
+    files.put/template. A missing dest is created empty with its final mode before the upload."""
+    remote = host.get_fact(File, path=dest)
+    upload = FileUploadCommand(StringIO(content), dest)
+    if not remote:
+        yield StringCommand("install", "-m", str(mode), "-o", user, "-g", group, "/dev/null", dest)
+        yield upload
+        return
+    changed = False
+    if host.get_fact(Sha256File, path=dest) != hashlib.sha256(content.encode()).hexdigest():
+        changed = True
+        yield upload
+    if (remote["user"], remote["group"], remote["mode"]) != (user, group, mode):
+        changed = True
+        yield StringCommand("chown", f"{user}:{group}", dest)
+        yield StringCommand("chmod", str(mode), dest)
+    if not changed:
+        host.noop(f"{dest} is up to date")
+
+
+def platform_directory() -> None:
+    """/opt/platform: root only (it holds the .env and the platform key)."""
+    directory = host.data.platform_dir
+    files.directory(name=f"Create {directory}", path=directory, user="root", group="root", mode="700")
+
+
+def render(template: str, **data) -> str:
+    """Render templates/<template> in memory (for secret_file)."""
+    return get_template(str(TEMPLATES / template)).render(**data)
+
+
+class ComposeServices(FactBase):
+    """{service: state} of the platform's compose project (empty before Docker is installed)."""
+
+    default = dict
+
+    def command(self, project):
+        return (f"docker ps -a --filter label=com.docker.compose.project={project} "
+                "--format '{{.Label \"com.docker.compose.service\"}} {{.State}}' 2>/dev/null || true")
+
+    def process(self, output):
+        return dict(line.split(" ", 1) for line in output if " " in line)
+
+
+def dokku_private_ips() -> list[str]:
+    """Private IPs of every Dokku host, in server-name order (dokku-1 first)."""
+    dokku_hosts = sorted(inventory.get_group("dokku", default=[]), key=lambda dokku_host: dokku_host.name)
+    return [dokku_host.data.private_ip for dokku_host in dokku_hosts]
+
+
+def environment(settings) -> dict[str, str]:
+    """Every key of /opt/platform/.env."""
+    secrets = settings.platform_secrets()
+    dokku_ips = dokku_private_ips()
+    values = {
+        "NODE_ENV": "production",
+        "API_URL": settings.url("api"),
+        "APP_URL": settings.url("app"),
+        "ADMIN_URL": settings.url("admin"),
+        "WEBHOOK_URL": settings.url("webhooks"),
+        "SUPABASE_URL": secrets["SUPABASE_URL"],
+        "SUPABASE_SERVICE_KEY": secrets["SUPABASE_SERVICE_KEY"],
+        "STRIPE_SECRET_KEY": secrets["STRIPE_SECRET_KEY"],
+        "STRIPE_PUBLISHABLE_KEY": secrets["STRIPE_PUBLISHABLE_KEY"],
+        "STRIPE_WEBHOOK_SECRET": secrets["STRIPE_WEBHOOK_SECRET"],
+        "STRIPE_PRICE_STARTER": secrets["STRIPE_PRICE_STARTER"],
+        "STRIPE_PRICE_PROFESSIONAL": secrets["STRIPE_PRICE_PROFESSIONAL"],
+        "STRIPE_PRICE_ENTERPRISE": secrets["STRIPE_PRICE_ENTERPRISE"],
+        "DOKKU_HOST": dokku_ips[0] if dokku_ips else "",
+        "DOKKU_HOSTS": ",".join(dokku_ips),
+        "DOKKU_SSH_PORT": "22",
+        "DOKKU_USER": host.data.dokku_ssh_user,
+        "HCLOUD_TOKEN": settings.hcloud_token,
+        "REGISTRY": secrets["REGISTRY"],
+        "REGISTRY_USER": secrets["REGISTRY_USER"],
+        "REGISTRY_TOKEN": secrets["REGISTRY_TOKEN"],
+    }
+    for name, value in values.items():
+        if "\n" in value or "'" in value:
+            raise SettingsError(f"{name} must be one line without single quotes (it goes into /opt/platform/.env)")
+    return values
+
+
+def registry_auth(settings) -> str:
+    """/root/.docker/config.json: the registry credential, as `docker login` would store it."""
+    secrets = settings.platform_secrets()
+    token = base64.b64encode(f"{secrets['REGISTRY_USER']}:{secrets['REGISTRY_TOKEN']}".encode()).decode()
+    return json.dumps({"auths": {secrets["REGISTRY"]: {"auth": token}}}, indent=2) + "\n"
+
+
+@deploy("Platform: services")
+def services():
+    settings = load_settings()
+    data = host.data
+    directory = data.platform_dir
+    compose_file = f"{directory}/compose.yaml"
+    env_file = f"{directory}/.env"
+    registry = settings.platform_secrets()["REGISTRY"]
+
+    apt.packages(name="Install the platform's packages", packages=data.platform_packages)
+    platform_directory()
+    files.directory(name="Create /root/.docker", path="/root/.docker", user="root", group="root", mode="700")
+    for service in PLATFORM_SERVICES:
+        files.directory(name=f"Create {data.platform_data_dir}/{service.name}",
+                        path=f"{data.platform_data_dir}/{service.name}", user="root", group="root", mode="750")
+
+    env = secret_file(name=f"Write {env_file}", dest=env_file,
+                      content=render("platform/env.j2", env=environment(settings)))
+    login = secret_file(name="Write the registry login /root/.docker/config.json",
+                        dest="/root/.docker/config.json", content=registry_auth(settings))
+    ca_dest = f"/etc/docker/certs.d/{registry}/ca.crt"
+    if settings.registry_ca_cert:
+        ca = files.put(name=f"Upload the registry CA to {ca_dest}", src=settings.registry_ca_cert, dest=ca_dest,
+                       mode="644", create_remote_dir=True)
+    else:
+        ca = files.file(name=f"Remove {ca_dest}", path=ca_dest, present=False)
+    compose = files.template(
+        name=f"Render {compose_file}", src=str(TEMPLATES / "platform/compose.yaml.j2"), dest=compose_file,
+        mode="600", services=PLATFORM_SERVICES, registry=registry, tag=settings.service_image_tag,
+        service_env=data.platform_service_env, healthcheck=data.platform_healthcheck,
+        project=data.platform_compose_project, network=data.platform_docker_network,
+        data_dir=data.platform_data_dir, key_path=data.platform_key_path,
+        known_hosts_path=data.platform_known_hosts_path, key_mount=data.provisioner_key_mount,
+        known_hosts_mount=data.provisioner_known_hosts_mount, dokku_host=(dokku_private_ips() or [""])[0],
+        dokku_user=data.dokku_ssh_user,
+    )
+    states = host.get_fact(ComposeServices, project=data.platform_compose_project)
+    all_running = all(states.get(service.name) == "running" for service in PLATFORM_SERVICES)
+    server.shell(
+        name="Start the platform services (docker compose up)",
+        commands=[f"docker compose -f {compose_file} --env-file {env_file} up -d --remove-orphans "
+                  f"--wait --wait-timeout {data.platform_compose_wait_seconds}"],
+        _if=[any_changed(env, login, ca, compose)] if all_running else [],
+    )

@@ -1,0 +1,107 @@
+"""TLS for the platform host: Let's Encrypt certificates via certbot, HTTP-01 through nginx's webroot.
+
+- One certificate (cert name = DOMAIN) for DOMAIN, app., admin., api. and webhooks.; the ACME directory is
+  the ACME_SERVER setting (Let's Encrypt production by default, staging with LETSENCRYPT_STAGING=true, Pebble in
+  the testbed). certbot --webroot, not --nginx: the vhosts are ours (templates), certbot must not edit them.
+- /etc/letsencrypt/cli.ini carries the server, email and authenticator for every certbot run, including
+  the renewals of certbot.timer; a CA bundle for the ACME server (ACME_CA_BUNDLE, testbed only) is trusted
+  through REQUESTS_CA_BUNDLE, for the deploy's run and for certbot.service through a drop-in.
+- certbot runs only when no certificate covers all the names (fact). When validation fails (DNS not pointing
+  here yet) the deploy does not fail: nginx keeps serving HTTP and the deploy says that TLS is pending.
+- Once issued, mindroom-nginx-apply (tasks/nginx.py) switches nginx to HTTPS with HTTP redirecting; the
+  deploy hook runs it again after every renewal.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pyinfra import host
+from pyinfra.api import FactBase, FunctionCommand, StringCommand, deploy, operation
+from pyinfra.operations import files, systemd
+
+from settings import load_settings
+from tasks.nginx import APPLY_SCRIPT
+from tasks.platform import TEMPLATES
+
+logger = logging.getLogger("pyinfra")
+CERTBOT_DROP_IN = "/etc/systemd/system/certbot.service.d/mindroom-ca.conf"
+DEPLOY_HOOK = "/etc/letsencrypt/renewal-hooks/deploy/mindroom-nginx"
+
+
+class Certificate(FactBase):
+    """{"names": [...], "not_after": "..."} of a PEM certificate, or None when there is none."""
+
+    def command(self, path):
+        return (f"test -s {path} && openssl x509 -in {path} -noout -enddate -ext subjectAltName "
+                "2>/dev/null || true")
+
+    def process(self, output):
+        names, not_after = [], None
+        for line in output:
+            line = line.strip()
+            if line.startswith("notAfter="):
+                not_after = line.split("=", 1)[1]
+            elif "DNS:" in line:
+                names = [part.strip()[len("DNS:"):] for part in line.split(",") if part.strip().startswith("DNS:")]
+        return {"names": names, "not_after": not_after} if not_after else None
+
+
+def certificate_path(domain: str) -> str:
+    return f"/etc/letsencrypt/live/{domain}/fullchain.pem"
+
+
+def _obtain(state, host, command: StringCommand, names: list[str]):
+    """Run certbot; on failure warn that TLS is pending instead of failing the deploy."""
+    ok, output = host.run_shell_command(command)
+    if ok:
+        host.run_shell_command(StringCommand(APPLY_SCRIPT))
+        logger.info(f"[{host.name}] TLS: certificate issued for {', '.join(names)}; nginx serves HTTPS")
+        return
+    reason = " ".join(line for line in output.stderr_lines[-4:])
+    logger.warning(
+        f"[{host.name}] TLS PENDING: certbot could not get a certificate for {', '.join(names)}; nginx serves "
+        f"plain HTTP. Point the DNS records at this host and deploy again. certbot said: {reason}"
+    )
+
+
+@operation()
+def certificate(domain: str, names: list[str], webroot: str, ca_bundle: str | None):
+    """Obtain the certificate `domain` for names unless one already covers them all."""
+    current = host.get_fact(Certificate, path=certificate_path(domain))
+    if current and set(names) <= set(current["names"]):
+        host.noop(f"certificate {domain} covers {', '.join(names)} (until {current['not_after']})")
+        return
+    env = ["env", f"REQUESTS_CA_BUNDLE={ca_bundle}"] if ca_bundle else []
+    domains = [arg for name in names for arg in ("-d", name)]
+    command = StringCommand(*env, "certbot", "certonly", "--cert-name", domain, "--expand", "--webroot",
+                            "-w", webroot, *domains)
+    yield FunctionCommand(_obtain, (command, names), {})
+
+
+@deploy("TLS: certificates")
+def certificates():
+    settings = load_settings()
+    data = host.data
+    bundle = data.tls_ca_bundle_path if settings.acme_ca_bundle else None
+    email = settings.required("LETSENCRYPT_EMAIL", "Let's Encrypt's account address for expiry notices")
+
+    if settings.acme_ca_bundle:
+        files.put(name=f"Upload the ACME server's CA to {bundle}", src=settings.acme_ca_bundle, dest=bundle,
+                  mode="644", create_remote_dir=True)
+    else:
+        files.file(name=f"Remove {data.tls_ca_bundle_path}", path=data.tls_ca_bundle_path, present=False)
+    drop_in = files.template(
+        name=f"Render {CERTBOT_DROP_IN}", src=str(TEMPLATES / "tls/certbot-ca.conf.j2"), dest=CERTBOT_DROP_IN,
+        mode="644", create_remote_dir=True, ca_bundle=bundle,
+    ) if bundle else files.file(name=f"Remove {CERTBOT_DROP_IN}", path=CERTBOT_DROP_IN, present=False)
+    files.template(name="Render /etc/letsencrypt/cli.ini", src=str(TEMPLATES / "tls/cli.ini.j2"),
+                   dest="/etc/letsencrypt/cli.ini", mode="644", create_remote_dir=True,
+                   server=settings.acme_server, email=email)
+    files.template(name=f"Render {DEPLOY_HOOK}", src=str(TEMPLATES / "tls/mindroom-nginx.j2"), dest=DEPLOY_HOOK,
+                   mode="755", create_remote_dir=True, apply_script=APPLY_SCRIPT)
+    systemd.daemon_reload(name="Reload systemd for certbot's drop-in", _if=drop_in.did_change)
+    systemd.service(name="Enable certbot.timer (renewals)", service="certbot.timer", running=True, enabled=True)
+    certificate(name=f"Obtain the certificate for {settings.domain} (certbot, only if missing)",
+                domain=settings.domain, names=settings.platform_hostnames(), webroot=data.nginx_acme_root,
+                ca_bundle=bundle)

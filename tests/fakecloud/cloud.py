@@ -78,7 +78,7 @@ class Cloud:
         self.state_file = Path(state_file) if state_file else None
         self.lock = threading.RLock()
         self.crashed = False
-        self.fail_commands: dict[str, int] = {}  # command -> how many of the next such actions end in error
+        self.fail_commands: dict[str, int] = {}  # resource action -> how many of the next ones end in error
         self.state = self._load()
 
     # -- persistence --------------------------------------------------------------------------------
@@ -157,10 +157,17 @@ class Cloud:
         return item
 
     # -- actions --------------------------------------------------------------------------------------
+    def take_failure(self, command: str) -> bool:
+        """Whether this resource action (the URL's verb) is one that was told to fail (fail_commands)."""
+        if self.fail_commands.get(command, 0) <= 0:
+            return False
+        self.fail_commands[command] -= 1
+        return True
+
     def action(self, command: str, resources: list[tuple[str, int]], work: Callable[[], None] | None = None,
-               finish: list | None = None) -> dict:
+               finish: list | None = None, fail: bool = False) -> dict:
         """Start an action: `work` (hooks) runs in a worker thread after the latency; then `finish`
-        ([kind, id, field, value] assignments) is applied and the action succeeds."""
+        ([kind, id, field, value] assignments) is applied and the action succeeds (or ends in error: fail)."""
         action = {
             "id": self._new_id(), "command": command, "status": "running", "progress": 0,
             "started": _now(), "finished": None, "error": None,
@@ -168,11 +175,8 @@ class Cloud:
             "_finish": finish or [], "_t0": time.time(),
         }
         self.state["actions"][action["id"]] = action
-        failing = self.fail_commands.get(command, 0) > 0
-        if failing:
-            self.fail_commands[command] -= 1
+        if fail:
             action["_fail"] = True
-            work = None
         threading.Thread(target=self._run_action, args=(action, work), daemon=True).start()
         return action
 

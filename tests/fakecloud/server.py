@@ -124,6 +124,8 @@ class _Router:
         if handler is None:
             raise ApiError(404, "not_found", f"unknown action {command!r} for {kind}")
         self.cloud._ensure_unlocked(kind, item["id"])
+        if self.cloud.take_failure(command):  # an action that ends in error, having changed nothing
+            return 201, {"action": self.cloud.action(command, [(kind, item["id"])], fail=True)}
         return 201, handler(item, body)
 
     def list_rrsets(self, zone, query, **_):
@@ -241,10 +243,11 @@ class FakeCloud:
         return self.url
 
     def stop(self) -> None:
-        if self._httpd:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
+        with self._log_lock:
+            httpd, self._httpd = self._httpd, None
+        if httpd:
+            httpd.shutdown()
+            httpd.server_close()
 
     def crash(self) -> None:
         """Die like a killed process: state stays as last saved, running actions never finish here."""
@@ -288,7 +291,8 @@ class FakeCloud:
         return [entry for entry in self.requests if entry["method"] in MUTATING]
 
     def fail_next(self, command: str, times: int = 1) -> None:
-        """Make the next `times` actions with this command (e.g. attach_to_network) end in error."""
+        """Make the next `times` requests of this resource action (the URL's verb, e.g. attach_to_network)
+        answer with an action that ends in error, having changed nothing."""
         with self.cloud.lock:
             self.cloud.fail_commands[command] = times
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import apt, files, systemd
+from pyinfra.operations import systemd
 
 from tasks import ops
 
@@ -22,13 +22,13 @@ def data_root() -> str:
 
 @deploy("Docker")
 def install():
-    config = files.template(
-        name="Upload /etc/docker/daemon.json",
-        src="templates/docker/daemon.json.j2", dest="/etc/docker/daemon.json", mode="644",
+    config = ops.template(
+        name="Upload /etc/docker/daemon.json", src="templates/docker/daemon.json.j2", dest="/etc/docker/daemon.json",
+        mode="644",
         config={"data-root": data_root(), "log-driver": "json-file", "log-opts": {"max-size": "10m", "max-file": "3"}},
     )
     ops.move_onto(name=f"Move Docker's data to {data_root()} (once)", src=DEFAULT_DATA_ROOT, dest=data_root(),
                   stop=["docker.socket", "docker.service"])
-    apt.packages(name="Install Docker", packages=DOCKER_PACKAGES, no_recommends=True)
-    systemd.service(name="Run Docker", service="docker", running=True, enabled=True)
+    ops.packages(name="Install Docker", packages=DOCKER_PACKAGES)
+    ops.services(name="Run Docker", units=["docker"])
     systemd.service(name="Restart Docker", service="docker", restarted=True, _if=config.did_change)

@@ -1,6 +1,8 @@
-"""Custom facts: each answers several questions in one round trip. Their commands never fail.
+"""HostSnapshot: everything the tasks compare, read in one round trip (tasks/snapshot.py caches it per host).
 
-Offline cases live in tests/facts/<Fact>/*.json (command output in, expected value out).
+Its command never fails and reads files rather than running slow tools: package and hold state from dpkg,
+ufw's rules from its rules files, Dokku's state from Dokku's own files (the places `dokku ...:set` writes).
+Offline cases live in tests/facts/HostSnapshot/*.json (command output in, expected value out).
 """
 
 from __future__ import annotations
@@ -9,206 +11,163 @@ import shlex
 
 from pyinfra.api import FactBase
 
-
-class ContainerVirt(FactBase):
-    """The container technology this host runs in ("systemd-nspawn", "lxc", ...), or "none" on a VM.
-
-    Decides what a host cannot do (swapon, vm.* sysctls); never a testbed setting.
-    """
-
-    def command(self):
-        return "systemd-detect-virt --container 2>/dev/null || true"
-
-    def process(self, output):
-        value = "".join(output).strip()
-        return value or "none"
-
-
-class PathStates(FactBase):
-    """For each path: "missing", "empty" (empty directory), "dir" (non-empty directory),
-    "file", or "link:<target>" (a symlink, not followed)."""
-
-    default = dict
-
-    def command(self, paths):
-        script = (
-            'for p in "$@"; do '
-            'if [ -L "$p" ]; then echo "$p link:$(readlink "$p")"; '
-            'elif [ -d "$p" ]; then if [ -n "$(ls -A "$p")" ]; then echo "$p dir"; else echo "$p empty"; fi; '
-            'elif [ -e "$p" ]; then echo "$p file"; '
-            'else echo "$p missing"; fi; done'
-        )
-        return f"sh -c {shlex.quote(script)} sh " + " ".join(shlex.quote(path) for path in paths)
-
-    def process(self, output):
-        states = {}
-        for line in output:
-            path, _, state = line.rpartition(" ")
-            if path:
-                states[path] = state
-        return states
-
-
-class BlockFilesystem(FactBase):
-    """What a block device holds, probed directly (no blkid cache, no udev):
-    {"present": bool, "TYPE": "ext4", "UUID": "..."}; no TYPE key when it holds no filesystem."""
-
-    default = dict
-
-    def command(self, device):
-        quoted = shlex.quote(device)
-        return f"if [ -b {quoted} ]; then echo PRESENT=1; blkid -p -o export {quoted} 2>/dev/null || true; fi"
-
-    def process(self, output):
-        values = dict(line.split("=", 1) for line in output if "=" in line)
-        return {"present": values.pop("PRESENT", "") == "1", **values}
-
-
-class FstabEntries(FactBase):
-    """The lines of /etc/fstab that are entries, as lists of fields (comments and blanks dropped)."""
-
-    default = list
-
-    def command(self):
-        return "cat /etc/fstab 2>/dev/null || true"
-
-    def process(self, output):
-        return [line.split() for line in output if line.strip() and not line.lstrip().startswith("#")]
-
-
-class SwapState(FactBase):
-    """The swap file's size in bytes (None when missing) and the active swap devices.
-
-    {"size": 4294967296, "active": ["/swapfile"]}
-    """
-
-    def command(self, path):
-        quoted = shlex.quote(path)
-        return f"echo size=$(stat -c %s {quoted} 2>/dev/null); tail -n +2 /proc/swaps | awk '{{print \"active=\" $1}}'"
-
-    def process(self, output):
-        size, active = None, []
-        for line in output:
-            key, _, value = line.partition("=")
-            if key == "size" and value:
-                size = int(value)
-            elif key == "active":
-                active.append(value)
-        return {"size": size, "active": active}
-
-
-class SysctlValues(FactBase):
-    """Live values of the given sysctl keys, whitespace-normalised ("1024 65535"); unreadable keys are absent."""
-
-    default = dict
-
-    def command(self, keys):
-        return "sysctl " + " ".join(shlex.quote(key) for key in keys) + " 2>/dev/null || true"
-
-    def process(self, output):
-        values = {}
-        for line in output:
-            key, sep, value = line.partition("=")
-            if sep:
-                values[key.strip()] = " ".join(value.split())
-        return values
-
-
-class UfwState(FactBase):
-    """ufw's live status, its default policies (from /etc/default/ufw) and the rules added by command.
-
-    {"active": True, "policies": {"INPUT": "DROP", "OUTPUT": "ACCEPT"},
-     "rules": ["allow 80/tcp", "allow from 10.0.0.0/8 to any port 22 proto tcp"]}
-    """
-
-    def requires_command(self):
-        return "ufw"
-
-    @staticmethod
-    def default():
-        return {"active": False, "policies": {}, "rules": []}
-
-    def command(self):
-        return (
-            "ufw status | head -n 1; "
-            "grep -E '^DEFAULT_(INPUT|OUTPUT)_POLICY=' /etc/default/ufw || true; "
-            "ufw show added || true"
-        )
-
-    def process(self, output):
-        state = self.default()
-        for line in output:
-            if line.startswith("Status:"):
-                state["active"] = line.split(":", 1)[1].strip() == "active"
-            elif line.startswith("DEFAULT_"):
-                key, _, value = line.partition("=")
-                state["policies"][key.split("_")[1]] = value.strip().strip('"')
-            elif line.startswith("ufw "):
-                state["rules"].append(line[len("ufw "):].strip())
-        return state
-
-
-class HeldPackages(FactBase):
-    """Packages on hold (apt-mark showhold)."""
-
-    default = list
-
-    def command(self):
-        return "apt-mark showhold 2>/dev/null || true"
-
-    def process(self, output):
-        return [line.strip() for line in output if line.strip()]
-
-
-_DOKKU_STATE_SCRIPT = r"""
-command -v dokku >/dev/null || exit 0
-echo "version=$(dokku version 2>/dev/null | awk '{print $NF}')"
-echo "global_domains=$(dokku domains:report --global --domains-global-vhosts 2>/dev/null)"
-dokku plugin:list 2>/dev/null | awk 'NF >= 3 && $1 ~ /^[A-Za-z0-9_.-]+$/ {print "plugin=" $1}'
-dokku ssh-keys:list 2>/dev/null | sed -n 's/^\(SHA256:[^ ]*\) NAME="\([^"]*\)".*/ssh_key=\2 \1/p'
-for f in /var/lib/dokku/config/*/--global/*; do
-  [ -f "$f" ] || continue
-  rel=${f#/var/lib/dokku/config/}; echo "property=${rel%%/*}/${f##*/}=$(cat "$f")"
+_SCRIPT = r"""
+files=$1 units=$2 paths=$3 sysctls=$4 device=$5 swap=$6 users=$7 dokku=$8
+echo "container=$(systemd-detect-virt --container 2>/dev/null)"
+echo "hostname=$(hostname)"
+dpkg-query -W -f='${db:Status-Abbrev}|${Package}|${Version}|${db:Status-Want}\n' 2>/dev/null \
+  | awk -F'|' 'substr($1, 2, 1) == "i" {print "pkg=" $2 " " $3; if ($4 == "hold") print "held=" $2}'
+for p in $files; do
+  if [ -L "$p" ]; then echo "file=$p link $(readlink "$p")"
+  elif [ -f "$p" ]; then echo "file=$p file $(stat -c '%a %U %G' "$p") $(sha1sum < "$p" | cut -c1-40)"
+  else echo "file=$p missing"; fi
 done
-crontab -l -u dokku 2>/dev/null | grep -v '^#' | awk 'NF {print "cron=" $0}'
+for p in $paths; do
+  if [ -L "$p" ]; then echo "path=$p link:$(readlink "$p")"
+  elif [ -d "$p" ]; then if [ -n "$(ls -A "$p")" ]; then echo "path=$p dir"; else echo "path=$p empty"; fi
+  elif [ -e "$p" ]; then echo "path=$p file"; else echo "path=$p missing"; fi
+done
+[ -n "$units" ] && systemctl show -p Id -p UnitFileState -p ActiveState $units 2>/dev/null \
+  | awk 'BEGIN {RS = ""; FS = "\n"} {line = "unit="; for (i = 1; i <= NF; i++) line = line $i " "; print line}'
+for k in $sysctls; do echo "sysctl=$k=$(sysctl -n "$k" 2>/dev/null | tr -s ' \t' '  ')"; done
+grep -v '^[[:space:]]*#' /etc/fstab 2>/dev/null | awk 'NF {print "fstab=" $0}'
+awk '{print "mount=" $2 " " $3}' /proc/mounts
+tail -n +2 /proc/swaps | awk '{print "swapon=" $1}'
+[ -n "$swap" ] && [ -f "$swap" ] && echo "swapsize=$(stat -c %s "$swap")"
+[ -n "$device" ] && [ -b "$device" ] && { echo "blk=PRESENT=1"; blkid -p -o export "$device" 2>/dev/null | sed 's/^/blk=/'; }
+if [ -f /etc/ufw/ufw.conf ]; then
+  grep -h -E '^(ENABLED|DEFAULT_INPUT_POLICY|DEFAULT_OUTPUT_POLICY)=' /etc/ufw/ufw.conf /etc/default/ufw | sed 's/^/ufw=/'
+  iptables -n -L ufw-user-input >/dev/null 2>&1 && echo "ufw=LIVE=yes"
+  cat /etc/ufw/user.rules /etc/ufw/user6.rules 2>/dev/null | sed -n 's/^### tuple ### /ufwrule=/p'
+fi
+for u in $users; do
+  getent passwd "$u" | sed 's/^/passwd=/'
+  id -nG "$u" 2>/dev/null | sed "s/^/groups=$u /"
+  home=$(getent passwd "$u" | cut -d: -f6)
+  [ -n "$home" ] && [ -f "$home/.ssh/authorized_keys" ] && echo "keys=$u $(sha1sum < "$home/.ssh/authorized_keys" | cut -c1-40)"
+done
+if [ "$dokku" = yes ] && [ -d /var/lib/dokku ]; then
+  echo "dokku=installed"
+  [ -f /home/dokku/VHOST ] && tr -s ' \n' '  ' < /home/dokku/VHOST | sed 's/^/dokku_vhosts=/; s/ *$//'; echo
+  ls /var/lib/dokku/plugins/available 2>/dev/null | sed 's/^/dokku_plugin=/'
+  for f in /var/lib/dokku/config/*/--global/*; do
+    [ -f "$f" ] || continue; rel=${f#/var/lib/dokku/config/}; echo "dokku_property=${rel%%/*}/${f##*/}=$(cat "$f")"
+  done
+  sed -n 's/^command="FINGERPRINT=\([^ ]*\) NAME=\\"\([^"\\]*\)\\".*/dokku_key=\2 \1/p' /home/dokku/.ssh/authorized_keys 2>/dev/null
+  crontab -l -u dokku 2>/dev/null | grep -v '^#' | awk 'NF {print "dokku_cron=" $0}'
+fi
+exit 0
 """
 
 
-class DokkuState(FactBase):
-    """Everything the Dokku tasks compare, in one round trip (empty dict when Dokku is not installed):
+def _empty():
+    return {
+        "container": "none", "hostname": "", "packages": {}, "held": [], "files": {}, "paths": {}, "units": {},
+        "sysctl": {}, "fstab": [], "mounts": {}, "swap_active": [], "swap_size": None, "device": {},
+        "ufw": {"installed": False, "enabled": False, "live": False, "policies": {}, "rules": []},
+        "users": {}, "dokku": {},
+    }
 
-    {"version": "0.36.4", "global_domains": ["mindroom.chat"], "plugins": ["postgres", ...],
-     "ssh_keys": {"provisioner": "SHA256:..."},
-     "properties": {"nginx/server-tokens": "off", "letsencrypt/email": "ops@..."},
-     "cron": ["... dokku letsencrypt:auto-renew"]}
 
-    Global plugin properties are read from Dokku's property store (/var/lib/dokku/config/<plugin>/--global/),
-    which is what `dokku <plugin>:set --global` writes.
-    """
+class HostSnapshot(FactBase):
+    """One read of a host's state. Arguments say which files, units, paths, sysctl keys, device, swap file,
+    users to look at, and whether to read Dokku's state. Shape: see _empty() and tests/facts/HostSnapshot/."""
 
-    default = dict
+    default = staticmethod(_empty)
 
-    def command(self):
-        return f"sh -c {shlex.quote(_DOKKU_STATE_SCRIPT)}"
+    def command(self, files=(), units=(), paths=(), sysctls=(), device="", swap="", users=(), dokku=False):
+        args = [" ".join(files), " ".join(units), " ".join(paths), " ".join(sysctls), device or "", swap or "",
+                " ".join(users), "yes" if dokku else "no"]
+        return f"sh -c {shlex.quote(_SCRIPT)} snapshot " + " ".join(shlex.quote(arg) for arg in args)
 
     def process(self, output):
-        if not output:
-            return {}
-        state = {"version": "", "global_domains": [], "plugins": [], "ssh_keys": {}, "properties": {}, "cron": []}
+        snap = _empty()
         for line in output:
-            key, _, value = line.partition("=")
-            if key == "version":
-                state["version"] = value.strip()
-            elif key == "global_domains":
-                state["global_domains"] = value.split()
-            elif key == "plugin":
-                state["plugins"].append(value)
-            elif key == "ssh_key":
-                name, _, fingerprint = value.rpartition(" ")
-                state["ssh_keys"][name] = fingerprint
-            elif key == "property":
-                prop, _, prop_value = value.partition("=")
-                state["properties"][prop] = prop_value
-            elif key == "cron":
-                state["cron"].append(value)
-        return state
+            key, sep, value = line.partition("=")
+            if sep:
+                _parse_line(snap, key, value)
+        return snap
+
+
+def _section(snap, path):
+    """snap["dokku"]["plugins"] for path "dokku.plugins"."""
+    for part in path.split("."):
+        snap = snap[part]
+    return snap
+
+
+# key: (section, how the value splits into name and value: "=", " " (first space) or "<" (last space))
+_MAPPINGS = {
+    "pkg": ("packages", " "), "path": ("paths", "<"), "mount": ("mounts", " "), "blk": ("device", "="),
+    "dokku_property": ("dokku.properties", "="), "dokku_key": ("dokku.ssh_keys", "<"),
+}
+# key: (section, whether the value is split into fields)
+_LISTS = {
+    "held": ("held", False), "swapon": ("swap_active", False), "fstab": ("fstab", True),
+    "ufwrule": ("ufw.rules", True), "dokku_plugin": ("dokku.plugins", False), "dokku_cron": ("dokku.cron", False),
+}
+
+
+def _parse_line(snap, key, value):
+    if key in _MAPPINGS:
+        section, split = _MAPPINGS[key]
+        name, _, item = value.rpartition(" ") if split == "<" else value.partition(split)
+        _section(snap, section)[name] = item
+    elif key in _LISTS:
+        section, fields = _LISTS[key]
+        _section(snap, section).append(value.split() if fields else value)
+    elif key in ("container", "hostname"):
+        snap[key] = value.strip() or snap[key]
+    elif key == "swapsize":
+        snap["swap_size"] = int(value)
+    elif key == "sysctl":
+        name, _, setting = value.partition("=")
+        if setting.strip():
+            snap["sysctl"][name] = " ".join(setting.split())
+    elif key == "file":
+        _parse_file(snap["files"], value.split(" "))
+    elif key == "unit":
+        props = dict(part.split("=", 1) for part in value.split() if "=" in part)
+        name = props.get("Id", "").removesuffix(".service")
+        snap["units"][name] = {"enabled": props.get("UnitFileState", ""), "active": props.get("ActiveState", "")}
+    elif key == "ufw":
+        _parse_ufw(snap["ufw"], value)
+    elif key in ("passwd", "groups", "keys"):
+        _parse_user(snap["users"], key, value)
+    elif key == "dokku":
+        snap["dokku"] = {"vhosts": [], "plugins": [], "properties": {}, "ssh_keys": {}, "cron": []}
+    elif key == "dokku_vhosts":
+        snap["dokku"]["vhosts"] = value.split()
+
+
+def _parse_file(files, fields):
+    path, kind, *rest = fields
+    if kind == "link":
+        files[path] = {"type": "link", "target": rest[0]}
+    elif kind == "file":
+        files[path] = {"type": "file", **dict(zip(("mode", "user", "group", "sha1"), rest))}
+
+
+def _parse_ufw(ufw, value):
+    name, _, setting = value.partition("=")
+    setting = setting.strip().strip('"')
+    ufw["installed"] = True
+    if name == "ENABLED":
+        ufw["enabled"] = setting == "yes"
+    elif name == "LIVE":
+        ufw["live"] = True
+    else:
+        ufw["policies"][name.split("_")[1]] = setting
+
+
+def _parse_user(users, key, value):
+    if key == "passwd":
+        fields = value.split(":")
+        users.setdefault(fields[0], {})["passwd"] = fields
+    else:
+        user, _, rest = value.partition(" ")
+        entry = users.setdefault(user, {})
+        if key == "groups":
+            entry["groups"] = rest.split()
+        else:
+            entry["authorized_keys_sha1"] = rest

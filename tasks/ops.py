@@ -1,67 +1,85 @@
-"""Custom operations: each reads its facts at run time and yields commands only for what differs.
+"""Custom operations. Each compares against the host snapshot (tasks/snapshot.py: one read per host when
+nothing changes) and yields commands only for what differs.
 
-Offline cases live in tests/operations/<op>/*.json (facts in, exact commands out, including a no-op case).
+Offline cases live in tests/operations/<op>/*.json (snapshot in, exact commands out, including no-op cases).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import shlex
 import uuid
 from io import StringIO
 
 from pyinfra import host, logger, state
-from pyinfra.api import FileUploadCommand, OperationError, operation
+from pyinfra.api import FileUploadCommand, OperationError
 from pyinfra.api.util import get_file_sha1, get_template
-from pyinfra.facts.files import File, FileContents, Sha1File
-from pyinfra.facts.server import Mounts
+from pyinfra.facts.files import FileContents
 from pyinfra.operations.util.files import generate_color_diff
 
-from tasks.facts import BlockFilesystem, FstabEntries, HeldPackages, PathStates, SwapState, SysctlValues, UfwState
+from tasks import snapshot
+from tasks.snapshot import snapshot_operation
 
-APT_ENV = "DEBIAN_FRONTEND=noninteractive"
-APT_OPTS = "-y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold"
+APT_INSTALL = ("DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
+               "-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold")
 
 
 def _q(value) -> str:
     return shlex.quote(str(value))
 
 
-@operation()
+def in_container() -> bool:
+    """Decided by the host (systemd-detect-virt), never by a setting: a container cannot swapon or set vm.*."""
+    return snapshot.read()["container"] != "none"
+
+
+# -- packages ----------------------------------------------------------------------------------------------
+@snapshot_operation(lambda marker, **_: {"files": [marker]})
 def apt_upgrade_once(marker: str):
     """Refresh the package lists and upgrade everything, once: the marker file records that it ran."""
-    if host.get_fact(File, path=marker):
-        host.noop(f"upgraded before ({marker} exists)")
+    if snapshot.read()["files"].get(marker):
+        host.noop(f"upgraded on the first run ({marker})")
         return
-    yield f"{APT_ENV} apt-get update -q"
-    yield f"{APT_ENV} apt-get dist-upgrade {APT_OPTS}"
+    yield "DEBIAN_FRONTEND=noninteractive apt-get update -q"
+    yield APT_INSTALL.replace(" install ", " dist-upgrade ")
     yield f"mkdir -p {_q(marker.rsplit('/', 1)[0])} && date -u +%FT%TZ > {_q(marker)}"
 
 
-@operation()
-def apt_hold(packages: list[str]):
-    """Hold packages at their installed version (apt-mark hold), only those not held yet."""
-    held = host.get_fact(HeldPackages)
-    missing = [package for package in packages if package not in held]
-    if not missing:
-        host.noop(f"{', '.join(packages)} already held")
-        return
-    yield "apt-mark hold " + " ".join(_q(package) for package in missing)
+@snapshot_operation(lambda **_: {})
+def packages(packages: list[str], hold: list[str] | tuple = ()):
+    """Install the packages that are missing ("name" or "name=version"; a different version is installed
+    over the current one), refreshing the package lists first; then hold the `hold` packages."""
+    snap = snapshot.read()
+    installed = snap["packages"]
+    missing = []
+    for spec in packages:
+        name, _, version = spec.partition("=")
+        if name not in installed or (version and installed[name] != version):
+            missing.append(spec)
+    if missing:
+        yield "DEBIAN_FRONTEND=noninteractive apt-get update -q"
+        yield f"{APT_INSTALL} --allow-downgrades --allow-change-held-packages " + " ".join(map(_q, missing))
+    unheld = [name for name in hold if name not in snap["held"]]
+    if unheld:
+        yield "apt-mark hold " + " ".join(map(_q, unheld))
+    if not (missing or unheld):
+        host.noop(f"{len(packages)} packages installed" + (f", {', '.join(hold)} held" if hold else ""))
 
 
-@operation()
-def validated_template(src: str, dest: str, validate: str, mode: str, user: str = "root", group: str = "root",
-                       **data):
-    """Render a template; when it differs from dest, upload it beside dest, run `validate` on the
-    candidate ({path} is replaced by its path) and only then move it over dest. A candidate that
-    fails validation is removed and the live file stays as it was."""
+# -- files -------------------------------------------------------------------------------------------------
+@snapshot_operation(lambda dest, **_: {"files": [dest]})
+def template(src: str, dest: str, mode: str, user: str = "root", group: str = "root", validate: str = "",
+             **data):
+    """Render a template to dest when its content, mode or owner differ. With `validate`, the rendered file
+    is uploaded beside dest, checked ({path} is the candidate's path) and only then moved over dest; a
+    candidate that fails is removed and the live file stays as it was."""
     if state.cwd and not src.startswith("/"):
         src = f"{state.cwd}/{src}"
     data.setdefault("host", host)
     rendered = get_template(src).render(data)
-    remote = host.get_fact(File, path=dest)
-    same_content = remote and host.get_fact(Sha1File, path=dest) == get_file_sha1(StringIO(rendered))
-    same_meta = remote and remote["mode"] == int(mode) and (remote["user"], remote["group"]) == (user, group)
-    if same_content and same_meta:
+    remote = snapshot.read()["files"].get(dest)
+    same_content = bool(remote) and remote.get("sha1") == get_file_sha1(StringIO(rendered))
+    if same_content and (remote["mode"], remote["user"], remote["group"]) == (str(int(mode)), user, group):
         host.noop(f"{dest} is up to date")
         return
     if state.config.DIFF and not same_content:
@@ -69,80 +87,185 @@ def validated_template(src: str, dest: str, validate: str, mode: str, user: str 
         host.log(f"Will {'modify' if remote else 'create'} {dest}", logger.info)
         for line in generate_color_diff([line + "\n" for line in current], rendered.splitlines(True)):
             logger.info("  %s", line)
-    candidate = f"{dest}.candidate"
-    yield FileUploadCommand(StringIO(rendered), candidate, remote_temp_filename=host.get_temp_filename(candidate))
-    yield f"chown {_q(user)}:{_q(group)} {_q(candidate)} && chmod {_q(mode)} {_q(candidate)}"
-    check = validate.format(path=_q(candidate))
-    yield f"if ! {check}; then rm -f {_q(candidate)}; echo 'candidate {dest} failed: {validate}' >&2; exit 1; fi"
-    yield f"mv -f {_q(candidate)} {_q(dest)}"
+    target = f"{dest}.candidate" if validate else dest
+    yield f"mkdir -p {_q(dest.rsplit('/', 1)[0])}"
+    yield FileUploadCommand(StringIO(rendered), target, remote_temp_filename=host.get_temp_filename(target))
+    yield f"chown {_q(user)}:{_q(group)} {_q(target)} && chmod {_q(mode)} {_q(target)}"
+    if validate:
+        check = validate.format(path=_q(target))
+        yield f"if ! {check}; then rm -f {_q(target)}; echo 'candidate {dest} failed: {validate}' >&2; exit 1; fi"
+        yield f"mv -f {_q(target)} {_q(dest)}"
 
 
-def _fstab_commands(entries: list[list[str]], fields: list[str], key_index: int):
+@snapshot_operation(lambda dest, **_: {"files": [dest]})
+def download(url: str, dest: str, mode: str = "644"):
+    """Fetch url to dest once (when dest is missing)."""
+    if snapshot.read()["files"].get(dest):
+        host.noop(f"{dest} exists")
+        return
+    yield (f"mkdir -p {_q(dest.rsplit('/', 1)[0])} && curl -fsSL --retry 3 -o {_q(dest)}.part {_q(url)} "
+           f"&& chmod {_q(mode)} {_q(dest)}.part && mv -f {_q(dest)}.part {_q(dest)}")
+
+
+# -- services ----------------------------------------------------------------------------------------------
+@snapshot_operation(lambda units, **_: {"units": list(units)})
+def services(units: list[str], running: bool = True):
+    """The units are enabled at boot and (with `running`) running now."""
+    states = snapshot.read()["units"]
+    commands = []
+    for unit in units:
+        current = states.get(unit, {})
+        if current.get("enabled") not in ("enabled", "static", "alias"):
+            commands.append(f"systemctl enable {_q(unit)}")
+        if running and current.get("active") != "active":
+            commands.append(f"systemctl start {_q(unit)}")
+    if not commands:
+        host.noop(f"{', '.join(units)} enabled{' and running' if running else ''}")
+    yield from commands
+
+
+# -- firewall ----------------------------------------------------------------------------------------------
+def ufw_rule(port: int, source: str = "any", proto: str = "tcp") -> tuple[str, str, str, str]:
+    """A wanted ufw rule as (action, proto, port, source); source "any" or a CIDR ("/32" dropped, as ufw does)."""
+    if source != "any":
+        network = ipaddress.ip_network(source, strict=False)
+        source = str(network.network_address) if network.prefixlen == network.max_prefixlen else str(network)
+    return ("allow", proto, str(port), source)
+
+
+def _current_ufw_rules(tuples: list[list[str]]) -> set[tuple[str, str, str, str, str]]:
+    """ufw's rule tuples (action proto dport dst sport src dir) as (action, proto, port, source, dest)."""
+    rules = set()
+    for action, proto, dport, dst, _sport, src, *_ in tuples:
+        any_address = ("0.0.0.0/0", "::/0")
+        rules.add((action, proto, dport, "any" if src in any_address else src, "any" if dst in any_address else dst))
+    return rules
+
+
+@snapshot_operation(lambda **_: {})
+def ufw_firewall(rules: list[tuple[str, str, str, str]], incoming: str = "deny", outgoing: str = "allow"):
+    """Make ufw hold exactly `rules` (from ufw_rule), set its default policies and enable it. Rules are added
+    before ufw is enabled, so SSH stays reachable."""
+    ufw = snapshot.read()["ufw"]
+    if not ufw["installed"]:
+        raise OperationError("ufw is not installed")
+    policy_names = {"deny": "DROP", "allow": "ACCEPT", "reject": "REJECT"}
+    commands = []
+    for direction, word, policy in (("INPUT", "incoming", incoming), ("OUTPUT", "outgoing", outgoing)):
+        if ufw["policies"].get(direction) != policy_names[policy]:
+            commands.append(f"ufw default {policy} {word}")
+    current = _current_ufw_rules(ufw["rules"])
+    wanted = {(*rule, "any") for rule in rules}
+    for action, proto, port, source, _ in sorted(wanted - current):
+        commands.append(f"ufw {action} proto {proto} from {source} to any port {port}")
+    for action, proto, port, source, dest in sorted(current - wanted):
+        commands.append(f"ufw delete {action} proto {proto} from {source} to {dest} port {port}")
+    if not (ufw["enabled"] and ufw["live"]):
+        commands.append("ufw --force enable")
+    if not commands:
+        host.noop(f"ufw is active with {len(rules)} rules")
+    yield from commands
+
+
+# -- swap, kernel, identity --------------------------------------------------------------------------------
+def _fstab_commands(entries: list[list[str]], fields: list[str], key_index: int) -> list[str]:
     """Commands that leave exactly one fstab line whose field key_index equals fields[key_index]."""
     key = fields[key_index]
-    matching = [entry for entry in entries if len(entry) > key_index and entry[key_index] == key]
-    if [entry[:6] for entry in matching] == [fields]:
+    matching = [entry[:6] for entry in entries if len(entry) > key_index and entry[key_index] == key]
+    if matching == [fields]:
         return []
-    line = " ".join(fields)
     awk = f"awk -v k={_q(key)} '$0 ~ /^[[:space:]]*#/ || NF < {key_index + 1} || ${key_index + 1} != k'"
-    return [f"{awk} /etc/fstab > /etc/fstab.new && echo {_q(line)} >> /etc/fstab.new && mv /etc/fstab.new /etc/fstab"]
+    return [f"{awk} /etc/fstab > /etc/fstab.new && echo {_q(' '.join(fields))} >> /etc/fstab.new "
+            "&& mv /etc/fstab.new /etc/fstab"]
 
 
-@operation()
-def swap_file(path: str, size_mb: int, activate: bool):
-    """A swap file of size_mb, in fstab exactly once; switched on only when `activate`
-    (a container cannot swapon: the file and its fstab line are still put in place)."""
-    swap = host.get_fact(SwapState, path=path)
-    size = size_mb * 1024 * 1024
-    changed = False
-    if swap["size"] != size:
-        if path in swap["active"]:
-            yield f"swapoff {_q(path)}"
-        yield (f"rm -f {_q(path)} && (fallocate -l {size_mb}M {_q(path)} || dd if=/dev/zero of={_q(path)} bs=1M "
-               f"count={size_mb} status=none) && chmod 600 {_q(path)} && mkswap -q {_q(path)}")
-        changed = True
-    commands = _fstab_commands(host.get_fact(FstabEntries), [path, "none", "swap", "sw", "0", "0"], 0)
+@snapshot_operation(lambda path, **_: {"swap": path})
+def swap_file(path: str, size_mb: int):
+    """A swap file of size_mb, in fstab exactly once, switched on. A container cannot swapon: there the file
+    and its fstab line are put in place and activation is skipped."""
+    snap = snapshot.read()
+    activate = snap["container"] == "none"
+    commands = []
+    if snap["swap_size"] != size_mb * 1024 * 1024:
+        if path in snap["swap_active"]:
+            commands.append(f"swapoff {_q(path)}")
+        commands.append(f"rm -f {_q(path)} && (fallocate -l {size_mb}M {_q(path)} || dd if=/dev/zero of={_q(path)} "
+                        f"bs=1M count={size_mb} status=none) && chmod 600 {_q(path)} && mkswap -q {_q(path)}")
+    commands += _fstab_commands(snap["fstab"], [path, "none", "swap", "sw", "0", "0"], 0)
+    if activate and (commands or path not in snap["swap_active"]):
+        commands.append(f"swapon {_q(path)}")
+    if not commands:
+        host.noop(f"{path} ({size_mb} MB) in place" + ("" if activate else "; not activated: container"))
     yield from commands
-    if activate and (changed or path not in swap["active"]):
-        yield f"swapon {_q(path)}"
-    if not (changed or commands or (activate and path not in swap["active"])):
-        host.noop(f"swap file {path} ({size_mb} MB) in place{'' if activate else ', activation skipped (container)'}")
 
 
-@operation()
+@snapshot_operation(lambda values, **_: {"sysctls": list(values)})
+def sysctl_live(values: dict[str, str], container_skip: list[str] | tuple = ()):
+    """Set the live sysctl values that differ (`sysctl -w`). In a container, keys under container_skip
+    (vm.*: not namespaced) are left to the drop-in, which a real host applies at boot."""
+    snap = snapshot.read()
+    skip = tuple(container_skip) if snap["container"] != "none" else ()
+    wanted = {key: " ".join(str(value).split()) for key, value in values.items()}
+    changes = [key for key in sorted(wanted) if snap["sysctl"].get(key) != wanted[key] and not key.startswith(skip)]
+    if not changes:
+        host.noop("sysctl values are live" + (f" (container: {', '.join(skip)} left to the drop-in)" if skip else ""))
+        return
+    yield "sysctl -q -w " + " ".join(_q(f"{key}={wanted[key]}") for key in changes)
+
+
+@snapshot_operation(lambda **_: {"files": ["/etc/localtime"]})
+def identity(hostname: str, timezone: str):
+    """Hostname (also resolvable via /etc/hosts' 127.0.1.1 line) and timezone, the latter as the /etc/localtime
+    symlink: never timedatectl, which in a container can move the machine's clock."""
+    snap = snapshot.read()
+    commands = []
+    if snap["hostname"] != hostname:
+        commands.append(f"hostnamectl set-hostname {_q(hostname)} || {{ echo {_q(hostname)} > /etc/hostname; "
+                        f"hostname {_q(hostname)}; }}")
+        commands.append(f"sed -i '/^127\\.0\\.1\\.1[[:space:]]/d' /etc/hosts && echo {_q(f'127.0.1.1 {hostname}')} "
+                        ">> /etc/hosts")
+    zone = f"/usr/share/zoneinfo/{timezone}"
+    if snap["files"].get("/etc/localtime", {}).get("target") != zone:
+        commands.append(f"ln -sfn {_q(zone)} /etc/localtime")
+    if not commands:
+        host.noop(f"{hostname}, {timezone}")
+    yield from commands
+
+
+# -- volume and data directories ---------------------------------------------------------------------------
+@snapshot_operation(lambda device, **_: {"device": device})
 def volume_filesystem(device: str, mount_point: str, options: str = "defaults,nofail"):
-    """Format `device` as ext4 only if it holds no filesystem (probed, never tried), put it in fstab by
-    UUID exactly once, and mount it. A filesystem already on the device is used as it is."""
-    probe = host.get_fact(BlockFilesystem, device=device)
-    if not probe.get("present"):
+    """Format `device` as ext4 only if it holds no filesystem (probed with blkid -p, never tried), put it in
+    fstab by UUID exactly once and mount it. A filesystem already on the device is used as it is."""
+    snap = snapshot.read()
+    probe = snap["device"]
+    if not probe.get("PRESENT"):
         raise OperationError(f"volume device {device} is not a block device on {host.name}; is the volume attached?")
     fs_type, fs_uuid = probe.get("TYPE"), probe.get("UUID")
-    did = False
+    commands = []
     if not fs_type:
         fs_type, fs_uuid = "ext4", str(uuid.uuid4())
-        yield f"mkfs.ext4 -q -U {fs_uuid} {_q(device)}"
-        did = True
-    commands = _fstab_commands(host.get_fact(FstabEntries), [f"UUID={fs_uuid}", mount_point, fs_type, options, "0", "2"], 1)
-    yield from commands
-    if mount_point not in host.get_fact(Mounts):
-        yield f"mkdir -p {_q(mount_point)} && mount {_q(mount_point)}"
-        did = True
-    if not (did or commands):
+        commands.append(f"mkfs.ext4 -q -U {fs_uuid} {_q(device)}")
+    commands += _fstab_commands(snap["fstab"], [f"UUID={fs_uuid}", mount_point, fs_type, options, "0", "2"], 1)
+    if mount_point not in snap["mounts"]:
+        commands.append(f"mkdir -p {_q(mount_point)} && mount {_q(mount_point)}")
+    if not commands:
         host.noop(f"{device} ({fs_type}) mounted at {mount_point}")
+    yield from commands
 
 
-@operation()
+@snapshot_operation(lambda src, dest, **_: {"paths": [src, dest]})
 def move_onto(src: str, dest: str, link: bool = False, stop: list[str] | tuple = (), owner: str | None = None):
     """Move a data directory onto the volume, once: src's contents go to dest (with `stop` units stopped)
-    when dest is still missing or empty. With `link`, src becomes a symlink to dest. Data already at dest
-    is never touched; src holding data while dest also does is an error for a human to resolve."""
-    states = host.get_fact(PathStates, paths=[src, dest])
-    src_state, dest_state = states.get(src, "missing"), states.get(dest, "missing")
-    if link and src_state == f"link:{dest}" or not link and src_state in ("missing", "empty"):
+    while dest is missing or empty. With `link`, src becomes a symlink to dest. Data already at dest is never
+    touched; src holding data while dest also does is an error for a human to resolve."""
+    paths = snapshot.read()["paths"]
+    src_state, dest_state = paths.get(src, "missing"), paths.get(dest, "missing")
+    chown = [f"chown {_q(owner)}: {_q(dest)}"] if owner else []
+    if (link and src_state == f"link:{dest}") or (not link and src_state in ("missing", "empty")):
         if dest_state == "missing":
             yield f"mkdir -p {_q(dest)}"
-            if owner:
-                yield f"chown {_q(owner)}: {_q(dest)}"
+            yield from chown
         else:
             host.noop(f"{dest} holds {src}'s data")
         return
@@ -155,48 +278,34 @@ def move_onto(src: str, dest: str, link: bool = False, stop: list[str] | tuple =
     yield f"mkdir -p {_q(dest)}"
     if src_state == "dir":
         yield f"cp -a {_q(src)}/. {_q(dest)}/ && find {_q(src)} -mindepth 1 -maxdepth 1 -exec rm -rf {{}} +"
-    elif src_state == "missing" and owner:
-        yield f"chown {_q(owner)}: {_q(dest)}"
+    else:
+        yield from chown
     if link:
         yield f"rmdir {_q(src)} 2>/dev/null || true; ln -sfn {_q(dest)} {_q(src)}"
     for unit in reversed(stop):
         yield f"systemctl start {_q(unit)}"
 
 
-@operation()
-def sysctl_live(values: dict[str, str], skip_prefixes: list[str] | tuple = ()):
-    """Set the live values that differ (`sysctl -w`), except keys under skip_prefixes
-    (a container cannot set vm.*: the drop-in still holds them for the next boot of a real host)."""
-    wanted = {key: " ".join(str(value).split()) for key, value in values.items()}
-    live = host.get_fact(SysctlValues, keys=sorted(wanted))
-    changes = [key for key in sorted(wanted) if live.get(key) != wanted[key] and not key.startswith(tuple(skip_prefixes))]
-    if not changes:
-        host.noop("sysctl values are live" + (f" (skipped {', '.join(skip_prefixes)})" if skip_prefixes else ""))
-        return
-    yield "sysctl -q -w " + " ".join(_q(f"{key}={wanted[key]}") for key in changes)
-
-
-@operation()
-def ufw_firewall(rules: list[str], incoming: str = "deny", outgoing: str = "allow"):
-    """Make ufw hold exactly `rules` (in `ufw show added` form, e.g. "allow 80/tcp"), set the default
-    policies and enable it. Rules are added before ufw is enabled, so SSH stays reachable."""
-    ufw = host.get_fact(UfwState)
-    policy_names = {"deny": "DROP", "allow": "ACCEPT", "reject": "REJECT"}
-    did = False
-    for direction, policy in (("INPUT", incoming), ("OUTPUT", outgoing)):
-        if ufw["policies"].get(direction) != policy_names[policy]:
-            yield f"ufw default {policy} {'incoming' if direction == 'INPUT' else 'outgoing'}"
-            did = True
-    for rule in rules:
-        if rule not in ufw["rules"]:
-            yield f"ufw {rule}"
-            did = True
-    for rule in ufw["rules"]:
-        if rule not in rules:
-            yield f"ufw delete {rule}"
-            did = True
-    if not ufw["active"]:
-        yield "ufw --force enable"
-        did = True
-    if not did:
-        host.noop("ufw is active with the wanted rules")
+# -- users -------------------------------------------------------------------------------------------------
+@snapshot_operation(lambda user, **_: {"users": [user]})
+def user(user: str, groups: list[str], public_keys: list[str], shell: str = "/bin/bash"):
+    """A login user with a locked password, exactly these supplementary groups and exactly these SSH keys."""
+    current = snapshot.read()["users"].get(user, {})
+    home = f"/home/{user}"
+    commands = []
+    if "passwd" not in current:
+        commands.append(f"useradd --create-home --shell {_q(shell)} --groups {_q(','.join(groups))} {_q(user)}")
+    else:
+        home = current["passwd"][5]
+        if current["passwd"][6] != shell:
+            commands.append(f"usermod --shell {_q(shell)} {_q(user)}")
+        if sorted(set(current.get("groups", [])) - {user}) != sorted(groups):
+            commands.append(f"usermod --groups {_q(','.join(groups))} {_q(user)}")
+    keys = "".join(f"{key.strip()}\n" for key in public_keys)
+    if current.get("authorized_keys_sha1") != get_file_sha1(StringIO(keys)):
+        commands.append(f"install -d -m 700 -o {_q(user)} -g {_q(user)} {_q(home + '/.ssh')} && printf %s {_q(keys)} "
+                        f"> {_q(home + '/.ssh/authorized_keys')} && chown {_q(user)}: {_q(home + '/.ssh/authorized_keys')} "
+                        f"&& chmod 600 {_q(home + '/.ssh/authorized_keys')}")
+    if not commands:
+        host.noop(f"{user} is in {', '.join(groups)} with {len(public_keys)} key(s)")
+    yield from commands

@@ -1,0 +1,78 @@
+"""A per-host cache of the HostSnapshot fact, so that a deploy that changes nothing reads each host once.
+
+Operations declare what they will look at when they are called (`@snapshot_operation(asks)`: during pyinfra's
+prepare phase, before anything runs), so the first read at execution covers every question of the run.
+An operation that yields a command drops the cache first: the next operation reads the host again, after
+those commands ran. Anything not asked in advance is read on demand (correct, one more round trip).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import defaultdict
+
+from pyinfra import host
+from pyinfra.api import operation
+
+from tasks.facts import HostSnapshot
+
+_LISTS = ("files", "units", "paths", "sysctls", "users")
+_questions: dict[str, dict] = defaultdict(lambda: {**{key: set() for key in _LISTS}, "device": "", "swap": "",
+                                                    "dokku": False})
+_cache: dict[str, dict] = {}
+
+
+def ask(**questions) -> None:
+    """Register questions for the current host: files=[...], units=[...], paths=[...], sysctls=[...],
+    users=[...], device="/dev/...", swap="/swapfile", dokku=True."""
+    registered = _questions[host.name]
+    missing = False
+    for key, value in questions.items():
+        if key in _LISTS:
+            missing |= not set(value) <= registered[key]
+            registered[key] |= set(value)
+        elif value and registered[key] != value:
+            registered[key] = value
+            missing = True
+    if missing:
+        _cache.pop(host.name, None)
+
+
+def read(**questions) -> dict:
+    """The host's state, answering `questions` (added to the registered ones)."""
+    ask(**questions)
+    if host.name not in _cache:
+        registered = _questions[host.name]
+        _cache[host.name] = host.get_fact(HostSnapshot, **{
+            key: sorted(value) if key in _LISTS else value for key, value in registered.items()})
+    return _cache[host.name]
+
+
+def changing() -> None:
+    """Call before yielding commands: the next read happens after they ran."""
+    _cache.pop(host.name, None)
+
+
+def snapshot_operation(asks):
+    """@operation() that registers `asks(**op_kwargs)` with the snapshot when it is called (prepare phase),
+    and drops the snapshot when it yields commands."""
+    def decorator(func):
+        @functools.wraps(func)
+        def body(*args, **kwargs):
+            first = True
+            for command in func(*args, **kwargs):
+                if first:
+                    changing()
+                    first = False
+                yield command
+
+        op = operation()(body)
+
+        @functools.wraps(op)
+        def call(*args, **kwargs):
+            ask(**asks(**kwargs))
+            return op(*args, **kwargs)
+
+        call._inner = op._inner
+        return call
+    return decorator

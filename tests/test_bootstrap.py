@@ -350,3 +350,14 @@ def test_without_a_zone_output_lists_the_records_to_create(applied):
     assert result.code == 0 and "DNS records to create" in result.out
     assert "*.mindroom.test" in result.out and "app.mindroom.test" in result.out
     assert not any("/zones/" in r["path"] for r in result.requests if r["method"] != "GET")
+
+
+def test_a_changed_key_file_replaces_our_key_of_that_name(applied):
+    h = applied
+    new_key = write_public_key(h.tmp_path / "admin.pub", "new-laptop")
+    plan = h.run("plan")
+    assert plan.code == 2 and any("SSH_PUBLIC_KEY_PATH now names another key" in row for row in rows(plan.out, "delete"))
+    assert h.run("apply", "--yes").code == 0
+    assert h.by_name("ssh_keys", "mindroom-production-admin")["public_key"] == new_key
+    assert len(h.fake.resources("ssh_keys")) == 2 and len(h.fake.resources("servers")) == 2
+    assert h.run("plan").code == 0

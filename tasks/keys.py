@@ -61,7 +61,7 @@ def platform_key():
     files.template(
         name=f"Render {data.platform_known_hosts_path}", src=str(TEMPLATES / "platform/dokku-known-hosts.j2"),
         dest=data.platform_known_hosts_path, user="root", group="root", mode="644",
-        known_hosts=[(ip, lines[0].strip()) for ip, lines in known_hosts if lines],
+        known_hosts=[(ip, lines[0].strip()) for ip, lines in known_hosts if lines], create_remote_dir=False,
     )
 
 

@@ -62,7 +62,8 @@ def admin_credentials(settings, rotate: bool = False) -> tuple[str, str]:
 def _template(name: str, dest: str, mode: str = "644", **data):
     return files.template(
         name=f"Render {dest}", src=str(TEMPLATES / "nginx" / name), dest=dest, user="root", group="root",
-        mode=mode, jinja_env_kwargs={"loader": FileSystemLoader(str(TEMPLATES / "nginx"))}, **data,
+        mode=mode, jinja_env_kwargs={"loader": FileSystemLoader(str(TEMPLATES / "nginx"))},
+        create_remote_dir=False, **data,  # every parent exists (nginx's package or an op above): one fact less
     )
 
 
@@ -82,7 +83,8 @@ def configure():
         files.directory(name=f"Create {directory}", path=directory, user="root", group="root", mode="755")
     # The landing page and .htpasswd are read per request: they need no reload.
     files.put(name=f"Upload {data.nginx_landing_root}/index.html", src=str(LANDING / "index.html"),
-                        dest=f"{data.nginx_landing_root}/index.html", user="root", group="root", mode="644")
+                        dest=f"{data.nginx_landing_root}/index.html", user="root", group="root", mode="644",
+              create_remote_dir=False)
     secret_file(name=f"Write {data.nginx_htpasswd}", dest=data.nginx_htpasswd,
                            content=f"{data.nginx_admin_user}:{hashed}\n", group="www-data", mode=640)
     changes = [

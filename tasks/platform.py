@@ -157,7 +157,7 @@ def services():
         data_dir=data.platform_data_dir, key_path=data.platform_key_path,
         known_hosts_path=data.platform_known_hosts_path, key_mount=data.provisioner_key_mount,
         known_hosts_mount=data.provisioner_known_hosts_mount, dokku_host=(dokku_private_ips() or [""])[0],
-        dokku_user=data.dokku_ssh_user,
+        dokku_user=data.dokku_ssh_user, create_remote_dir=False,
     )
     states = host.get_fact(ComposeServices, project=data.platform_compose_project)
     all_running = all(states.get(service.name) == "running" for service in PLATFORM_SERVICES)

@@ -88,7 +88,7 @@ def certificates():
 
     if settings.acme_ca_bundle:
         files.put(name=f"Upload the ACME server's CA to {bundle}", src=settings.acme_ca_bundle, dest=bundle,
-                  mode="644", create_remote_dir=True)
+                  mode="644", create_remote_dir=False)  # /etc/letsencrypt comes with certbot
     else:
         files.file(name=f"Remove {data.tls_ca_bundle_path}", path=data.tls_ca_bundle_path, present=False)
     drop_in = files.template(
@@ -96,7 +96,7 @@ def certificates():
         mode="644", create_remote_dir=True, ca_bundle=bundle,
     ) if bundle else files.file(name=f"Remove {CERTBOT_DROP_IN}", path=CERTBOT_DROP_IN, present=False)
     files.template(name="Render /etc/letsencrypt/cli.ini", src=str(TEMPLATES / "tls/cli.ini.j2"),
-                   dest="/etc/letsencrypt/cli.ini", mode="644", create_remote_dir=True,
+                   dest="/etc/letsencrypt/cli.ini", mode="644", create_remote_dir=False,
                    server=settings.acme_server, email=email)
     files.template(name=f"Render {DEPLOY_HOOK}", src=str(TEMPLATES / "tls/mindroom-nginx.j2"), dest=DEPLOY_HOOK,
                    mode="755", create_remote_dir=True, apply_script=APPLY_SCRIPT)

@@ -186,13 +186,14 @@ def swap_file(path: str, size_mb: int):
     snap = snapshot.read()
     activate = snap["container"] == "none"
     commands = []
-    if snap["swap_size"] != size_mb * 1024 * 1024:
+    recreate = snap["swap_size"] != size_mb * 1024 * 1024
+    if recreate:
         if path in snap["swap_active"]:
             commands.append(f"swapoff {_q(path)}")
         commands.append(f"rm -f {_q(path)} && (fallocate -l {size_mb}M {_q(path)} || dd if=/dev/zero of={_q(path)} "
                         f"bs=1M count={size_mb} status=none) && chmod 600 {_q(path)} && mkswap -q {_q(path)}")
     commands += _fstab_commands(snap["fstab"], [path, "none", "swap", "sw", "0", "0"], 0)
-    if activate and (commands or path not in snap["swap_active"]):
+    if activate and (recreate or path not in snap["swap_active"]):
         commands.append(f"swapon {_q(path)}")
     if not commands:
         host.noop(f"{path} ({size_mb} MB) in place" + ("" if activate else "; not activated: container"))

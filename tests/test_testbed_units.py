@@ -3,6 +3,7 @@
 import stat
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -98,3 +99,26 @@ def test_step_failure_names_the_step_and_shows_its_log(tmp_path):
     assert runner.run("echo", ["sh", "-c", "echo out; echo err >&2"]) == "out\n"
     with pytest.raises(steps.StepFailed, match=r"(?s)step 'broken' failed \(3\).*boom"):
         runner.run("broken", ["sh", "-c", "echo boom >&2; exit 3"])
+
+
+def test_guest_image_customisation(tmp_path):
+    from tests.testbed import image
+
+    for directory in ("etc/ssh", "etc/apt", "var/cache/apt/archives", "var/lib/apt/lists"):
+        (tmp_path / directory).mkdir(parents=True)
+    (tmp_path / "etc/ssh/ssh_host_ed25519_key").write_text("baked")
+    (tmp_path / "etc/hostname").write_text("the-build-host\n")
+    (tmp_path / "etc/apt/sources.list").write_text("deb http://old bookworm main\n")
+    image.customize(tmp_path, "http://mirror/debian", "http://mirror/debian-security")
+    proxy = (tmp_path / "etc/apt/apt.conf.d/00mindroom-testbed-proxy").read_text()
+    assert f'Proxy "http://{layout.BRIDGE_IP}:{layout.APT_PROXY_PORT}"' in proxy
+    assert f'Proxy::{layout.BRIDGE_IP} "DIRECT"' in proxy
+    assert "Suites: trixie trixie-updates" in (tmp_path / "etc/apt/sources.list.d/debian.sources").read_text()
+    assert not (tmp_path / "etc/apt/sources.list").exists()
+    assert not list((tmp_path / "etc/ssh").glob("ssh_host_*"))
+    assert not (tmp_path / "etc/hostname").exists()
+    assert (tmp_path / "etc/machine-id").read_text() == ""
+    assert (tmp_path / "var/lib/dbus/machine-id").readlink() == Path("/etc/machine-id")
+    volumes_unit = tmp_path / "etc/systemd/system/local-fs.target.wants/mindroom-testbed-volumes.service"
+    assert "mount -a -t ext4" in volumes_unit.read_text()
+    assert (tmp_path / "etc/systemd/system/sysinit.target.wants/proc-uptime.mount").exists()

@@ -2,8 +2,9 @@
 
 Operations declare what they will look at when they are called (`@snapshot_operation(asks)`: during pyinfra's
 prepare phase, before anything runs), so the first read at execution covers every question of the run.
-An operation that yields a command drops the cache first: the next operation reads the host again, after
-those commands ran. Anything not asked in advance is read on demand (correct, one more round trip).
+The cache is dropped whenever an operation changed the host, whichever operation it was (ours drop it when
+they yield a command; a state callback catches pyinfra's and other tasks' operations), so the next read sees
+the host after those commands ran. Anything not asked in advance is read on demand (one more round trip).
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 import functools
 from collections import defaultdict
 
-from pyinfra import host
+from pyinfra import host, state
 from pyinfra.api import operation
+from pyinfra.api.state import BaseStateCallback
 
 from tasks.facts import HostSnapshot
 
@@ -20,11 +22,31 @@ _LISTS = ("files", "units", "paths", "sysctls", "users")
 _questions: dict[str, dict] = defaultdict(lambda: {**{key: set() for key in _LISTS}, "device": "", "swap": "",
                                                     "dokku": False})
 _cache: dict[str, dict] = {}
+_last_op: dict[str, str] = {}
+
+
+class _DropOnChange(BaseStateCallback):
+    """When a host starts an operation, drop its snapshot if its previous operation changed something."""
+
+    @staticmethod
+    def operation_host_start(state, host, op_hash):
+        previous, _last_op[host.name] = _last_op.get(host.name), op_hash
+        if previous and previous in state.ops.get(host, {}):
+            meta = state.get_op_data_for_host(host, previous).operation_meta
+            if meta.is_complete() and meta.did_change():
+                _cache.pop(host.name, None)
+
+
+def _watch() -> None:
+    handlers = getattr(state, "callback_handlers", None)
+    if handlers is not None and not any(isinstance(handler, _DropOnChange) for handler in handlers):
+        state.add_callback_handler(_DropOnChange())
 
 
 def ask(**questions) -> None:
     """Register questions for the current host: files=[...], units=[...], paths=[...], sysctls=[...],
     users=[...], device="/dev/...", swap="/swapfile", dokku=True."""
+    _watch()
     registered = _questions[host.name]
     missing = False
     for key, value in questions.items():

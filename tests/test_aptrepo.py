@@ -22,3 +22,5 @@ def test_repo_is_signed_and_lists_the_standin(tmp_path):
     listing = subprocess.run(["dpkg-deb", "-c", str(deb)], check=True, capture_output=True, text=True).stdout
     assert "root/root" in listing and "./usr/bin/dokku" in listing
     assert not any(path.name.endswith("gnupg") for path in repo.iterdir()), "the signing key must not be served"
+    agents = subprocess.run(["pgrep", "-f", f"gpg-agent --homedir {tmp_path}"], capture_output=True, text=True)
+    assert agents.stdout == "", "the build must not leave its gpg-agent running"

@@ -81,8 +81,11 @@ def build(repo_dir: Path, dokku_version: str, suite: str) -> None:
     # Computed with the old Release files gone, else it would list a stale Release inside itself.
     (dist / "Release").write_text(release)
     env = _gpg_env(repo_dir)
-    _run(["gpg", "--batch", "--yes", "--local-user", KEY_UID, "--clearsign", "-o", str(dist / "InRelease"),
-          str(dist / "Release")], env=env)
-    _run(["gpg", "--batch", "--yes", "--local-user", KEY_UID, "--armor", "--detach-sign", "-o",
-          str(dist / "Release.gpg"), str(dist / "Release")], env=env)
-    (repo_dir / "gpgkey").write_text(_run(["gpg", "--batch", "--armor", "--export", KEY_UID], env=env).stdout)
+    try:
+        _run(["gpg", "--batch", "--yes", "--local-user", KEY_UID, "--clearsign", "-o", str(dist / "InRelease"),
+              str(dist / "Release")], env=env)
+        _run(["gpg", "--batch", "--yes", "--local-user", KEY_UID, "--armor", "--detach-sign", "-o",
+              str(dist / "Release.gpg"), str(dist / "Release")], env=env)
+        (repo_dir / "gpgkey").write_text(_run(["gpg", "--batch", "--armor", "--export", KEY_UID], env=env).stdout)
+    finally:
+        subprocess.run(["gpgconf", "--kill", "gpg-agent"], env=env, capture_output=True)  # gpg leaves it running

@@ -82,13 +82,19 @@ def main() -> int:
     try:
         lab.up(dokku_servers=2)
         runner.run("bootstrap apply (boots 3 guests)", steps.apply())
+        for count in (1, 3):
+            figures.append(f"boot of {count} new guest(s) in parallel until SSH answers (idle lab): "
+                           f"{boot_time(count):.1f}s")
         runner.run("first deploy, 3 hosts", steps.deploy())
         noop = timed(runner, "no-op deploy, 3 hosts", steps.deploy(), args.runs)
         empty = timed(runner, "empty deploy, 3 hosts", steps.deploy(deploy_file=EMPTY_DEPLOY), args.runs)
-        one = timed(runner, "no-op deploy, 1 host", steps.deploy("--limit", "mindroom-testbed-dokku-1"), args.runs)
+        singles = {name: timed(runner, f"no-op deploy, 1 host ({name})", steps.deploy("--limit", name), args.runs)
+                   for name in ("mindroom-testbed-dokku-1", "mindroom-testbed-platform")}
+        slowest = max(singles.values())
         figures += [
             f"P1 no-op deploy / empty deploy (3 hosts): {noop:.1f}s / {empty:.1f}s = {noop / empty:.2f}x (target <= 3x)",
-            f"P4 no-op deploy 3 hosts / 1 host: {noop:.1f}s / {one:.1f}s = {noop / one:.2f}x (target <= 1.3x)",
+            f"P4 no-op deploy 3 hosts / slowest single host: {noop:.1f}s / {slowest:.1f}s = {noop / slowest:.2f}x "
+            f"(target <= 1.3x; single hosts: {', '.join(f'{n} {t:.1f}s' for n, t in singles.items())})",
             f"first deploy of the platform on 3 fresh hosts: {runner.timings['first deploy, 3 hosts']:.0f}s",
             f"bootstrap apply incl. booting 3 guests: {runner.timings['bootstrap apply (boots 3 guests)']:.1f}s",
         ]
@@ -97,8 +103,7 @@ def main() -> int:
             pid = guests.init_pid(layout.LAB, server_id)
             if pid:
                 figures.append(f"memory (PSS) of {state['name']} after the deploy: {pss_mib(pid):.0f} MiB")
-        for count in (1, 3):
-            figures.append(f"boot of {count} new guest(s) in parallel until SSH answers: {boot_time(count):.1f}s")
+        figures.append(f"boot of 3 new guests in parallel beside the deployed platform: {boot_time(3):.1f}s")
     except steps.StepFailed as error:
         print(error, file=sys.stderr)
         return 1

@@ -39,9 +39,10 @@ def how_to_reach() -> str:
         if server["role"] == "platform":
             platform_ip = server["ipv4"]
     if platform_ip:
-        resolve = " ".join(f"--resolve {name}:443:{platform_ip}" for name in settings.platform_hostnames())
-        lines += ["Try it (names resolve through --resolve; the certificates come from the local ACME server):",
-                  f"  curl -k {resolve} https://app.{settings.domain}/"]
+        lines += ["Try it (the names resolve only inside the lab, hence --resolve; -k: the certificates come "
+                  "from the local ACME server, Pebble):"]
+        lines += [f"  curl -k --resolve {name}:443:{platform_ip} https://{name}/" for name in settings.platform_hostnames()]
+        lines += [f"The admin dashboard's password (user admin) is kept in {settings.secrets_dir}."]
     lines += ["Tear it all down: python -m tests.testbed down"]
     return "\n".join(lines)
 

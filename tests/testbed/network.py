@@ -3,7 +3,7 @@
 "Public" bridge mrpub0 carries 10.213.0.1 (the admin and every stand-in); each guest's eth0 gets
 10.213.0.<octet>. The "private network" bridge mrpriv0 has no host address: guests reach each other there
 on eth1 with their 10.0.1.x, the address the cloud API assigns when the server joins the network.
-No forwarding or NAT: a guest reaches only the host's bridge address and the other guests.
+No default route, forwarding or NAT: a guest reaches only the host's bridge address and the other guests.
 """
 
 from __future__ import annotations
@@ -65,7 +65,8 @@ def guest_up(octet: int) -> str:
     run("ip", "-n", ns, "link", "set", "lo", "up")
     if f" {ipv4}/" not in run("ip", "-n", ns, "-o", "-4", "addr", "show", "dev", "eth0"):
         run("ip", "-n", ns, "addr", "add", f"{ipv4}/{layout.PUBLIC_PREFIXLEN}", "dev", "eth0")
-    run("ip", "-n", ns, "route", "replace", "default", "via", layout.BRIDGE_IP)
+    # No default route: a guest can reach only on-link addresses (the host's bridge address, other guests),
+    # even on a host that forwards packets.
     return ipv4
 
 

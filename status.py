@@ -10,7 +10,8 @@ from pyinfra import host
 from pyinfra.api import FactBase
 
 from settings import PLATFORM_SERVICES, load_settings
-from tasks.tls import Certificate, certificate_path
+from tasks.facts import Certificate
+from tasks.tls import certificate_path
 
 
 class PlatformStatus(FactBase):

@@ -1,7 +1,9 @@
 """HostSnapshot: everything the tasks compare, read in one round trip (tasks/snapshot.py caches it per host).
 
 Its command never fails and reads files rather than running slow tools: package and hold state from dpkg,
-ufw's rules from its rules files, Dokku's state from Dokku's own files (the places `dokku ...:set` writes).
+ufw's rules from its rules files, Dokku's state from Dokku's own files (the places `dokku ...:set` writes), the
+platform's certificate (names, expiry) and its compose services' states. `contents` returns whole files: ask it
+only for public ones (SSH public keys, authorized_keys), never for secrets, since fact output can be logged.
 Offline cases live in tests/facts/HostSnapshot/*.json (command output in, expected value out).
 """
 
@@ -12,7 +14,7 @@ import shlex
 from pyinfra.api import FactBase
 
 _SCRIPT = r"""
-files=$1 units=$2 paths=$3 sysctls=$4 device=$5 swap=$6 users=$7 dokku=$8
+files=$1 units=$2 paths=$3 sysctls=$4 device=$5 swap=$6 users=$7 dokku=$8 contents=$9 certs=${10} compose=${11}
 echo "container=$(systemd-detect-virt --container 2>/dev/null)"
 echo "hostname=$(hostname)"
 dpkg-query -W -f='${db:Status-Abbrev}|${Package}|${Version}|${db:Status-Want}\n' 2>/dev/null \
@@ -20,8 +22,15 @@ dpkg-query -W -f='${db:Status-Abbrev}|${Package}|${Version}|${db:Status-Want}\n'
 for p in $files; do
   if [ -L "$p" ]; then echo "file=$p link $(readlink "$p")"
   elif [ -f "$p" ]; then echo "file=$p file $(stat -c '%a %U %G' "$p") $(sha1sum < "$p" | cut -c1-40)"
+  elif [ -d "$p" ]; then echo "file=$p dir $(stat -c '%a %U %G' "$p")"
   else echo "file=$p missing"; fi
 done
+for p in $contents; do [ -f "$p" ] && awk -v p="$p" '{print "content=" p " " $0}' "$p"; done
+for p in $certs; do
+  [ -s "$p" ] && openssl x509 -in "$p" -noout -enddate -ext subjectAltName 2>/dev/null | awk -v p="$p" '{print "cert=" p " " $0}'
+done
+[ -n "$compose" ] && docker ps -a --filter "label=com.docker.compose.project=$compose" \
+  --format '{{.Label "com.docker.compose.service"}} {{.State}}' 2>/dev/null | sed 's/^/compose=/'
 for p in $paths; do
   if [ -L "$p" ]; then echo "path=$p link:$(readlink "$p")"
   elif [ -d "$p" ]; then if [ -n "$(ls -A "$p")" ]; then echo "path=$p dir"; else echo "path=$p empty"; fi
@@ -65,19 +74,21 @@ def _empty():
         "container": "none", "hostname": "", "packages": {}, "held": [], "files": {}, "paths": {}, "units": {},
         "sysctl": {}, "fstab": [], "mounts": {}, "swap_active": [], "swap_size": None, "device": {},
         "ufw": {"installed": False, "enabled": False, "live": False, "policies": {}, "rules": []},
-        "users": {}, "dokku": {},
+        "users": {}, "dokku": {}, "contents": {}, "certs": {}, "compose": {},
     }
 
 
 class HostSnapshot(FactBase):
     """One read of a host's state. Arguments say which files, units, paths, sysctl keys, device, swap file,
-    users to look at, and whether to read Dokku's state. Shape: see _empty() and tests/facts/HostSnapshot/."""
+    users to look at, whether to read Dokku's state, which (public) files to return whole, which certificates to
+    read and which compose project's services. Shape: see _empty() and tests/facts/HostSnapshot/."""
 
     default = staticmethod(_empty)
 
-    def command(self, files=(), units=(), paths=(), sysctls=(), device="", swap="", users=(), dokku=False):
+    def command(self, files=(), units=(), paths=(), sysctls=(), device="", swap="", users=(), dokku=False,
+                contents=(), certs=(), compose=""):
         args = [" ".join(files), " ".join(units), " ".join(paths), " ".join(sysctls), device or "", swap or "",
-                " ".join(users), "yes" if dokku else "no"]
+                " ".join(users), "yes" if dokku else "no", " ".join(contents), " ".join(certs), compose or ""]
         return f"sh -c {shlex.quote(_SCRIPT)} snapshot " + " ".join(shlex.quote(arg) for arg in args)
 
     def process(self, output):
@@ -86,7 +97,32 @@ class HostSnapshot(FactBase):
             key, sep, value = line.partition("=")
             if sep:
                 _parse_line(snap, key, value)
+        snap["certs"] = {path: certificate for path, lines in snap["certs"].items()
+                         if (certificate := parse_certificate(lines))}
         return snap
+
+
+class Certificate(FactBase):
+    """{"names": [...], "not_after": "..."} of a PEM certificate, or None when there is none (the status view's
+    fact; the deploy reads the same through HostSnapshot's `certs`)."""
+
+    def command(self, path):
+        return f"test -s {path} && openssl x509 -in {path} -noout -enddate -ext subjectAltName 2>/dev/null || true"
+
+    def process(self, output):
+        return parse_certificate(output)
+
+
+def parse_certificate(lines):
+    """openssl x509 -enddate -ext subjectAltName output -> {"names": [...], "not_after": "..."} or None."""
+    names, not_after = [], None
+    for line in lines:
+        line = line.strip()
+        if line.startswith("notAfter="):
+            not_after = line.split("=", 1)[1]
+        elif "DNS:" in line:
+            names = [part.strip()[len("DNS:"):] for part in line.split(",") if part.strip().startswith("DNS:")]
+    return {"names": names, "not_after": not_after} if not_after else None
 
 
 def _section(snap, path):
@@ -99,7 +135,7 @@ def _section(snap, path):
 # key: (section, how the value splits into name and value: "=", " " (first space) or "<" (last space))
 _MAPPINGS = {
     "pkg": ("packages", " "), "path": ("paths", "<"), "mount": ("mounts", " "), "blk": ("device", "="),
-    "dokku_property": ("dokku.properties", "="), "dokku_key": ("dokku.ssh_keys", "<"),
+    "dokku_property": ("dokku.properties", "="), "dokku_key": ("dokku.ssh_keys", "<"), "compose": ("compose", " "),
 }
 # key: (section, whether the value is split into fields)
 _LISTS = {
@@ -138,14 +174,17 @@ def _parse_line(snap, key, value):
         snap["dokku"] = {"vhosts": [], "plugins": [], "properties": {}, "ssh_keys": {}, "cron": []}
     elif key == "dokku_vhosts":
         snap["dokku"]["vhosts"] = value.split()
+    elif key in ("content", "cert"):  # lines per path; certificates are parsed once all lines are in
+        path, _, line = value.partition(" ")
+        snap["contents" if key == "content" else "certs"].setdefault(path, []).append(line)
 
 
 def _parse_file(files, fields):
     path, kind, *rest = fields
     if kind == "link":
         files[path] = {"type": "link", "target": rest[0]}
-    elif kind == "file":
-        files[path] = {"type": "file", **dict(zip(("mode", "user", "group", "sha1"), rest))}
+    elif kind in ("file", "dir"):
+        files[path] = {"type": kind, **dict(zip(("mode", "user", "group", "sha1"), rest))}
 
 
 def _parse_ufw(ufw, value):

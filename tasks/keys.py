@@ -6,33 +6,33 @@
 - authorize_platform_key() (each Dokku host): the public half in root's authorized_keys, restricted with
   from="<platform private IP>", and in Dokku's ssh-keys (tasks/dokku.py's helper) as "platform".
 
-Cross-host data and order: when the key already exists at prepare time (every run but the first), its public
-half is read as a fact from the platform host and the Dokku hosts get ordinary idempotent operations. On the
-first run it does not exist yet: a python.call reads it from the platform host at execution time and runs the
-same operations nested (pyinfra executes operations called in a callback at once). pyinfra orders operations
-as a graph of each host's sequence, not strictly by line, so an operation of a Dokku host is only ordered after
-the platform's key generation if the two sequences meet: authorize_platform_key() is therefore called for every
-host (deploy.py), and that python.call, declared on every host but acting only on Dokku hosts, is one shared
-node that comes after the platform's key generation.
+Cross-host data and order: each side reads the other's public keys from the other host's snapshot
+(tasks/snapshot.py, `on=`), asked at prepare time so that host's own single read answers them, and read at
+execution time: the key exists by then on every run, the first included, with no special first-run path.
+pyinfra orders operations as a graph of each host's sequence, not strictly by line, so an operation of a Dokku
+host is only ordered after the platform's key generation if the two sequences meet: the authorizing operation
+is therefore called for every host (deploy.py calls authorize_platform_key() everywhere). Declared at the same
+place on every host, it is one shared node that comes after the key generation; it changes Dokku hosts only.
 """
 
 from __future__ import annotations
 
 from pyinfra import host, inventory
-from pyinfra.api import StringCommand, deploy, operation
-from pyinfra.facts.files import File, FileContents
-from pyinfra.operations import files, python, server
+from pyinfra.api import OperationError, StringCommand, deploy
 
-from tasks import dokku
+from tasks import dokku, ops, snapshot
 from tasks.platform import TEMPLATES, platform_directory
+from tasks.snapshot import snapshot_operation
 
 HOST_KEY = "/etc/ssh/ssh_host_ed25519_key.pub"
+ROOT_AUTHORIZED_KEYS = "/root/.ssh/authorized_keys"
 
 
-@operation()
+@snapshot_operation(lambda path, **_: {"paths": [path]})
 def ed25519_key(path: str, comment: str):
-    """Generate an ed25519 key pair at path unless the private key exists (it is never regenerated)."""
-    if host.get_fact(File, path=path):
+    """Generate an ed25519 key pair at path unless the private key exists (it is never regenerated). Asked as a
+    path (exists or not), so no digest of the private key is ever read."""
+    if snapshot.read()["paths"].get(path, "missing") != "missing":
         host.noop(f"{path} exists")
         return
     yield StringCommand("ssh-keygen", "-q", "-t", "ed25519", "-N", "''", "-C", comment, "-f", path)
@@ -44,9 +44,21 @@ def _platform_host():
     return platform_hosts[0] if platform_hosts else None
 
 
-def _public_key(platform_host, path: str) -> str | None:
-    lines = platform_host.get_fact(FileContents, path=f"{path}.pub")
+def _dokku_hosts():
+    return sorted(inventory.get_group("dokku", default=[]), key=lambda dokku_host: dokku_host.name)
+
+
+def _first_line(on, path: str) -> str | None:
+    lines = snapshot.read(on=on)["contents"].get(path)
     return lines[0].strip() if lines else None
+
+
+@snapshot_operation(lambda path, **_: {"files": [path]})
+def known_hosts(path: str, dokku_hosts: list):
+    """path lists every Dokku host's SSH host key under its private IP (read from the Dokku hosts' snapshots)."""
+    keys = [(dokku_host.data.private_ip, _first_line(dokku_host, HOST_KEY)) for dokku_host in dokku_hosts]
+    rendered = ops.render(str(TEMPLATES / "platform/dokku-known-hosts.j2"), known_hosts=[k for k in keys if k[1]])
+    yield from ops.write(path, rendered.encode(), "644")
 
 
 @deploy("Keys: platform key")
@@ -55,33 +67,29 @@ def platform_key():
     platform_directory()
     ed25519_key(name=f"Generate the platform key {data.platform_key_path} (once)", path=data.platform_key_path,
                 comment=data.platform_key_comment)
-    dokku_hosts = sorted(inventory.get_group("dokku", default=[]), key=lambda dokku_host: dokku_host.name)
-    known_hosts = [(dokku_host.data.private_ip, dokku_host.get_fact(FileContents, path=HOST_KEY))
-                   for dokku_host in dokku_hosts]
-    files.template(
-        name=f"Render {data.platform_known_hosts_path}", src=str(TEMPLATES / "platform/dokku-known-hosts.j2"),
-        dest=data.platform_known_hosts_path, user="root", group="root", mode="644",
-        known_hosts=[(ip, lines[0].strip()) for ip, lines in known_hosts if lines], create_remote_dir=False,
-    )
+    dokku_hosts = _dokku_hosts()
+    for dokku_host in dokku_hosts:
+        snapshot.ask(on=dokku_host, contents=[HOST_KEY])
+    known_hosts(name=f"Render {data.platform_known_hosts_path}", path=data.platform_known_hosts_path,
+                dokku_hosts=dokku_hosts)
 
 
-def _authorize(public_key: str) -> None:
-    data = _platform_host().data
-    platform_ip = data.private_ip
-    key_type, key_body = public_key.split()[:2]
-    server.user_authorized_keys(
-        name="Authorize the platform key for root (from the platform's private IP only)", user="root",
-        public_keys=[f'from="{platform_ip}" {key_type} {key_body} {data.platform_key_comment}'],
-    )
-    dokku.ssh_key(name=f"Add the platform key to Dokku's ssh-keys as {data.platform_dokku_key_name}",
-                  key_name=data.platform_dokku_key_name, public_key=f"{key_type} {key_body}")
-
-
-def _authorize_at_execution(platform_host, path: str) -> None:
-    public_key = _public_key(platform_host, path)
+@snapshot_operation(lambda **_: {})
+def platform_key_authorized(platform_host):
+    """On a Dokku host: the platform's public key (read now from the platform's snapshot) in root's
+    authorized_keys from the platform's private IP only, and in Dokku's ssh-keys. Elsewhere: nothing."""
+    if "dokku" not in host.groups:
+        host.noop("not a Dokku host")
+        return
+    data = platform_host.data
+    public_key = _first_line(platform_host, f"{data.platform_key_path}.pub")
     if not public_key:
-        raise RuntimeError(f"{platform_host.name} has no {path}.pub; the platform key step must run first")
-    _authorize(public_key)
+        raise OperationError(f"{platform_host.name} has no {data.platform_key_path}.pub; the platform key step "
+                             "must run first")
+    key = " ".join(public_key.split()[:2])
+    yield from ops.authorized_key._inner(path=ROOT_AUTHORIZED_KEYS, public_key=key,
+                                         options=f'from="{data.private_ip}"', comment=data.platform_key_comment)
+    yield from dokku.ssh_key._inner(key_name=data.platform_dokku_key_name, public_key=key)
 
 
 @deploy("Keys: authorize the platform key")
@@ -90,12 +98,8 @@ def authorize_platform_key():
     platform_host = _platform_host()
     if platform_host is None:
         return
-    is_dokku = "dokku" in host.groups
-    path = platform_host.data.platform_key_path
-    public_key = _public_key(platform_host, path)
-    if not public_key:
-        python.call(name="Authorize the new platform key (read from the platform host now)",
-                    function=_authorize_at_execution, platform_host=platform_host, path=path,
-                    _if=lambda: is_dokku)
-    elif is_dokku:
-        _authorize(public_key)
+    if "dokku" in host.groups:
+        snapshot.ask(on=platform_host, contents=[f"{platform_host.data.platform_key_path}.pub"])
+        snapshot.ask(contents=[ROOT_AUTHORIZED_KEYS], dokku=True)
+    platform_key_authorized(name="Authorize the platform key (root from the platform's private IP, Dokku's "
+                                 "ssh-keys)", platform_host=platform_host)

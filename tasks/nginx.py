@@ -18,14 +18,14 @@ import sys
 from pathlib import Path
 
 import bcrypt
-from jinja2 import FileSystemLoader
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import files, server, systemd
+from pyinfra.operations import server
 from pyinfra.operations.util import any_changed
 
 from settings import PLATFORM_SERVICES, SettingsError, load_settings
-from tasks.platform import TEMPLATES, secret_file
+from tasks import ops
+from tasks.platform import TEMPLATES
 
 LANDING = TEMPLATES.parent / "files" / "landing"
 APPLY_SCRIPT = "/usr/local/sbin/mindroom-nginx-apply"
@@ -60,11 +60,7 @@ def admin_credentials(settings, rotate: bool = False) -> tuple[str, str]:
 
 # -- the deploy ------------------------------------------------------------------------------------------------
 def _template(name: str, dest: str, mode: str = "644", **data):
-    return files.template(
-        name=f"Render {dest}", src=str(TEMPLATES / "nginx" / name), dest=dest, user="root", group="root",
-        mode=mode, jinja_env_kwargs={"loader": FileSystemLoader(str(TEMPLATES / "nginx"))},
-        create_remote_dir=False, **data,  # every parent exists (nginx's package or an op above): one fact less
-    )
+    return ops.template(name=f"Render {dest}", src=str(TEMPLATES / "nginx" / name), dest=dest, mode=mode, **data)
 
 
 @deploy("Nginx: configure")
@@ -80,22 +76,21 @@ def configure():
     _, hashed = admin_credentials(settings)
 
     for directory in (data.nginx_landing_root, data.nginx_acme_root, CONFIG_DIR):
-        files.directory(name=f"Create {directory}", path=directory, user="root", group="root", mode="755")
+        ops.directory(name=f"Create {directory}", path=directory)
     # The landing page and .htpasswd are read per request: they need no reload.
-    files.put(name=f"Upload {data.nginx_landing_root}/index.html", src=str(LANDING / "index.html"),
-                        dest=f"{data.nginx_landing_root}/index.html", user="root", group="root", mode="644",
-              create_remote_dir=False)
-    secret_file(name=f"Write {data.nginx_htpasswd}", dest=data.nginx_htpasswd,
-                           content=f"{data.nginx_admin_user}:{hashed}\n", group="www-data", mode=640)
+    ops.put(name=f"Upload {data.nginx_landing_root}/index.html", src=str(LANDING / "index.html"),
+            dest=f"{data.nginx_landing_root}/index.html", mode="644")
+    ops.secret_file(name=f"Write {data.nginx_htpasswd}", dest=data.nginx_htpasswd,
+                    content=f"{data.nginx_admin_user}:{hashed}\n", group="www-data", mode="640")
     changes = [
         _template("mindroom.conf.j2", "/etc/nginx/conf.d/mindroom.conf"),
         _template("mindroom-proxy.conf.j2", "/etc/nginx/snippets/mindroom-proxy.conf"),
         _template("sites.conf.j2", f"{CONFIG_DIR}/http.conf", tls=False, **context),
         _template("sites.conf.j2", f"{CONFIG_DIR}/https.conf", tls=True, **context),
         _template("mindroom-nginx-apply.j2", APPLY_SCRIPT, mode="755", domain=settings.domain, config_dir=CONFIG_DIR),
-        files.link(name="Remove the stock default site", path="/etc/nginx/sites-enabled/default", present=False),
+        ops.absent(name="Remove the stock default site", path="/etc/nginx/sites-enabled/default"),
     ]
-    systemd.service(name="Enable nginx", service="nginx", running=True, enabled=True)
+    ops.services(name="Enable nginx", units=["nginx"])
     server.shell(name="Validate and reload nginx (mindroom-nginx-apply)", commands=[APPLY_SCRIPT],
                  _if=any_changed(*changes))
 

@@ -6,11 +6,14 @@ Offline cases live in tests/operations/<op>/*.json (snapshot in, exact commands 
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import shlex
 import uuid
-from io import StringIO
+from io import BytesIO, StringIO
+from pathlib import Path
 
+from jinja2 import FileSystemLoader
 from pyinfra import host, logger, state
 from pyinfra.api import FileUploadCommand, OperationError
 from pyinfra.api.util import get_file_sha1, get_template
@@ -67,34 +70,105 @@ def packages(packages: list[str], hold: list[str] | tuple = ()):
 
 
 # -- files -------------------------------------------------------------------------------------------------
-@snapshot_operation(lambda dest, **_: {"files": [dest]})
-def template(src: str, dest: str, mode: str, user: str = "root", group: str = "root", validate: str = "",
-             **data):
-    """Render a template to dest when its content, mode or owner differ. With `validate`, the rendered file
-    is uploaded beside dest, checked ({path} is the candidate's path) and only then moved over dest; a
-    candidate that fails is removed and the live file stays as it was."""
-    if state.cwd and not src.startswith("/"):
-        src = f"{state.cwd}/{src}"
-    data.setdefault("host", host)
-    rendered = get_template(src).render(data)
+def _local(src: str) -> str:
+    return f"{state.cwd}/{src}" if state.cwd and not src.startswith("/") else src
+
+
+def _owner_and_mode(path: str, mode: str, user: str, group: str) -> str:
+    return f"chown {_q(user)}:{_q(group)} {_q(path)} && chmod {_q(mode)} {_q(path)}"
+
+
+def write(dest: str, content: bytes, mode: str, user: str = "root", group: str = "root", validate: str = "",
+          secret: bool = False):
+    """Commands that make dest hold content with this mode and owner; none when it already does. The file gets
+    its owner and mode before the content arrives. With `validate`, the content goes to a candidate beside dest,
+    is checked ({path} is the candidate's path) and only then moved over dest; a candidate that fails is removed
+    and the live file stays as it was. With `secret`, neither the content nor a diff is ever shown (and it is
+    never on a command line: uploads go over SFTP)."""
     remote = snapshot.read()["files"].get(dest)
-    same_content = bool(remote) and remote.get("sha1") == get_file_sha1(StringIO(rendered))
+    same_content = bool(remote) and remote.get("sha1") == hashlib.sha1(content).hexdigest()
     if same_content and (remote["mode"], remote["user"], remote["group"]) == (str(int(mode)), user, group):
         host.noop(f"{dest} is up to date")
         return
-    if state.config.DIFF and not same_content:
+    if state.config.DIFF and not same_content and not secret:
         current = host.get_fact(FileContents, path=dest) or []
         host.log(f"Will {'modify' if remote else 'create'} {dest}", logger.info)
-        for line in generate_color_diff([line + "\n" for line in current], rendered.splitlines(True)):
+        new = content.decode(errors="replace").splitlines(True)
+        for line in generate_color_diff([line + "\n" for line in current], new):
             logger.info("  %s", line)
     target = f"{dest}.candidate" if validate else dest
-    yield f"mkdir -p {_q(dest.rsplit('/', 1)[0])}"
-    yield FileUploadCommand(StringIO(rendered), target, remote_temp_filename=host.get_temp_filename(target))
-    yield f"chown {_q(user)}:{_q(group)} {_q(target)} && chmod {_q(mode)} {_q(target)}"
+    yield f"mkdir -p {_q(dest.rsplit('/', 1)[0])} && touch {_q(target)} && {_owner_and_mode(target, mode, user, group)}"
+    yield FileUploadCommand(BytesIO(content), target, remote_temp_filename=host.get_temp_filename(target))
     if validate:
         check = validate.format(path=_q(target))
         yield f"if ! {check}; then rm -f {_q(target)}; echo 'candidate {dest} failed: {validate}' >&2; exit 1; fi"
         yield f"mv -f {_q(target)} {_q(dest)}"
+
+
+@snapshot_operation(lambda dest, **_: {"files": [dest]})
+def template(src: str, dest: str, mode: str, user: str = "root", group: str = "root", validate: str = "",
+             **data):
+    """Render a template (its includes are looked up beside it) to dest when its content, mode or owner differ;
+    `validate` as in write()."""
+    src = _local(src)
+    data.setdefault("host", host)
+    loader = FileSystemLoader(src.rsplit("/", 1)[0])
+    rendered = get_template(src, jinja_env_kwargs={"loader": loader}).render(data)
+    yield from write(dest, rendered.encode(), mode, user, group, validate)
+
+
+@snapshot_operation(lambda dest, **_: {"files": [dest]})
+def put(src: str, dest: str, mode: str, user: str = "root", group: str = "root"):
+    """Upload a local file to dest when its content, mode or owner differ."""
+    yield from write(dest, Path(_local(src)).read_bytes(), mode, user, group)
+
+
+@snapshot_operation(lambda dest, **_: {"files": [dest]})
+def secret_file(dest: str, content: str, mode: str = "600", user: str = "root", group: str = "root"):
+    """Write content to dest like put, but never show it: no diff, no content in the output or on a command line.
+    Render secret templates in memory (render()) and pass the text here."""
+    yield from write(dest, content.encode(), mode, user, group, secret=True)
+
+
+def render(src: str, **data) -> str:
+    """Render a template in memory (for secret_file)."""
+    return get_template(_local(src)).render(**data)
+
+
+@snapshot_operation(lambda path, **_: {"files": [path]})
+def directory(path: str, mode: str = "755", user: str = "root", group: str = "root"):
+    """A directory with this mode and owner (parents are created as needed)."""
+    remote = snapshot.read()["files"].get(path, {"type": "dir"})
+    if remote["type"] != "dir":
+        raise OperationError(f"{path} is a {remote['type']}, expected a directory")
+    if (remote.get("mode"), remote.get("user"), remote.get("group")) == (str(int(mode)), user, group):
+        host.noop(f"{path} is in place")
+        return
+    yield f"mkdir -p {_q(path)} && {_owner_and_mode(path, mode, user, group)}"
+
+
+@snapshot_operation(lambda path, **_: {"files": [path]})
+def absent(path: str):
+    """No file or link at path."""
+    if path not in snapshot.read()["files"]:
+        host.noop(f"{path} is absent")
+        return
+    yield f"rm -f {_q(path)}"
+
+
+@snapshot_operation(lambda path, **_: {"contents": [path]})
+def authorized_key(path: str, public_key: str, options: str = "", comment: str = ""):
+    """`options public_key comment` is the only line of the authorized_keys file `path` holding this key: added,
+    or put in place of lines with other options or comments. Other keys are kept; the file keeps its owner."""
+    body = public_key.split()[1]
+    line = " ".join(part for part in (options, public_key, comment) if part)
+    current = snapshot.read()["contents"].get(path, [])
+    if [entry for entry in current if body in entry.split()] == [line]:
+        host.noop(f"{path} holds the key once")
+        return
+    yield (f"install -d -m 700 {_q(path.rsplit('/', 1)[0])} && touch {_q(path)} && chmod 600 {_q(path)} && "
+           f"keep=$(grep -vF {_q(body)} {_q(path)}); {{ [ -z \"$keep\" ] || printf '%s\\n' \"$keep\"; "
+           f"printf '%s\\n' {_q(line)}; }} > {_q(path)}")
 
 
 @snapshot_operation(lambda dest, **_: {"files": [dest]})

@@ -6,75 +6,46 @@
   reads (group data `platform_service_env`) and compose resolves them from the .env file. `docker compose up`
   recreates a container only when its resolved configuration changed.
 - Registry login without `docker login`: /root/.docker/config.json (0600) is written with the credential, so
-  the token is never on a command line. Secret files go through `secret_file`, which never prints a diff.
+  the token is never on a command line. Secret files go through `ops.secret_file`, which never prints a diff.
 - `docker compose up -d --wait` runs only when compose.yaml, .env, the registry login or its CA changed, or
-  when a service is not running (fact), so a second deploy changes nothing.
+  when a service is not running (the host snapshot's compose states), so a second deploy changes nothing.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
-from io import StringIO
+import shlex
 from pathlib import PurePosixPath
 
 from pyinfra import host, inventory
-from pyinfra.api import FactBase, FileUploadCommand, StringCommand, deploy, operation
-from pyinfra.api.util import get_template
-from pyinfra.facts.files import File, Sha256File
-from pyinfra.operations import apt, files, server
+from pyinfra.api import deploy
 from pyinfra.operations.util import any_changed
 
 from settings import PLATFORM_SERVICES, SettingsError, load_settings
+from tasks import ops, snapshot
+from tasks.snapshot import snapshot_operation
 
 TEMPLATES = PurePosixPath(__file__).parent.parent / "templates"
-
-
-@operation()
-def secret_file(dest: str, content: str, user: str = "root", group: str = "root", mode: int = 600):
-    """Write content to dest like files.put, but never show it: pyinfra's --diff prints the old and new text of
-    files.put/template. A missing dest is created empty with its final mode before the upload."""
-    remote = host.get_fact(File, path=dest)
-    upload = FileUploadCommand(StringIO(content), dest)
-    if not remote:
-        yield StringCommand("install", "-m", str(mode), "-o", user, "-g", group, "/dev/null", dest)
-        yield upload
-        return
-    changed = False
-    if host.get_fact(Sha256File, path=dest) != hashlib.sha256(content.encode()).hexdigest():
-        changed = True
-        yield upload
-    if (remote["user"], remote["group"], remote["mode"]) != (user, group, mode):
-        changed = True
-        yield StringCommand("chown", f"{user}:{group}", dest)
-        yield StringCommand("chmod", str(mode), dest)
-    if not changed:
-        host.noop(f"{dest} is up to date")
 
 
 def platform_directory() -> None:
     """/opt/platform: root only (it holds the .env and the platform key)."""
     directory = host.data.platform_dir
-    files.directory(name=f"Create {directory}", path=directory, user="root", group="root", mode="700")
+    ops.directory(name=f"Create {directory}", path=directory, mode="700")
 
 
-def render(template: str, **data) -> str:
-    """Render templates/<template> in memory (for secret_file)."""
-    return get_template(str(TEMPLATES / template)).render(**data)
-
-
-class ComposeServices(FactBase):
-    """{service: state} of the platform's compose project (empty before Docker is installed)."""
-
-    default = dict
-
-    def command(self, project):
-        return (f"docker ps -a --filter label=com.docker.compose.project={project} "
-                "--format '{{.Label \"com.docker.compose.service\"}} {{.State}}' 2>/dev/null || true")
-
-    def process(self, output):
-        return dict(line.split(" ", 1) for line in output if " " in line)
+@snapshot_operation(lambda project, **_: {"compose": project})
+def compose_up(compose_file: str, env_file: str, project: str, services: list[str], wait_seconds: int, force):
+    """`docker compose up` when a service of the project is not running, or when force() (evaluated at
+    execution: did a file compose reads change?)."""
+    states = snapshot.read()["compose"]
+    stopped = [service for service in services if states.get(service) != "running"]
+    if not stopped and not force():
+        host.noop(f"{', '.join(services)} running")
+        return
+    yield (f"docker compose -f {shlex.quote(compose_file)} --env-file {shlex.quote(env_file)} up -d "
+           f"--remove-orphans --wait --wait-timeout {int(wait_seconds)}")
 
 
 def dokku_private_ips() -> list[str]:
@@ -132,24 +103,24 @@ def services():
     env_file = f"{directory}/.env"
     registry = settings.platform_secrets()["REGISTRY"]
 
-    apt.packages(name="Install the platform's packages", packages=data.platform_packages)
+    ops.packages(name="Install the platform's packages", packages=data.platform_packages)
     platform_directory()
-    files.directory(name="Create /root/.docker", path="/root/.docker", user="root", group="root", mode="700")
+    ops.directory(name="Create /root/.docker", path="/root/.docker", mode="700")
     for service in PLATFORM_SERVICES:
-        files.directory(name=f"Create {data.platform_data_dir}/{service.name}",
-                        path=f"{data.platform_data_dir}/{service.name}", user="root", group="root", mode="750")
+        ops.directory(name=f"Create {data.platform_data_dir}/{service.name}",
+                      path=f"{data.platform_data_dir}/{service.name}", mode="750")
 
-    env = secret_file(name=f"Write {env_file}", dest=env_file,
-                      content=render("platform/env.j2", env=environment(settings)))
-    login = secret_file(name="Write the registry login /root/.docker/config.json",
-                        dest="/root/.docker/config.json", content=registry_auth(settings))
+    env = ops.secret_file(name=f"Write {env_file}", dest=env_file,
+                          content=ops.render(str(TEMPLATES / "platform/env.j2"), env=environment(settings)))
+    login = ops.secret_file(name="Write the registry login /root/.docker/config.json",
+                            dest="/root/.docker/config.json", content=registry_auth(settings))
     ca_dest = f"/etc/docker/certs.d/{registry}/ca.crt"
     if settings.registry_ca_cert:
-        ca = files.put(name=f"Upload the registry CA to {ca_dest}", src=settings.registry_ca_cert, dest=ca_dest,
-                       mode="644", create_remote_dir=True)
+        ca = ops.put(name=f"Upload the registry CA to {ca_dest}", src=settings.registry_ca_cert, dest=ca_dest,
+                     mode="644")
     else:
-        ca = files.file(name=f"Remove {ca_dest}", path=ca_dest, present=False)
-    compose = files.template(
+        ca = ops.absent(name=f"Remove {ca_dest}", path=ca_dest)
+    compose = ops.template(
         name=f"Render {compose_file}", src=str(TEMPLATES / "platform/compose.yaml.j2"), dest=compose_file,
         mode="600", services=PLATFORM_SERVICES, registry=registry, tag=settings.service_image_tag,
         service_env=data.platform_service_env, healthcheck=data.platform_healthcheck,
@@ -157,13 +128,9 @@ def services():
         data_dir=data.platform_data_dir, key_path=data.platform_key_path,
         known_hosts_path=data.platform_known_hosts_path, key_mount=data.provisioner_key_mount,
         known_hosts_mount=data.provisioner_known_hosts_mount, dokku_host=(dokku_private_ips() or [""])[0],
-        dokku_user=data.dokku_ssh_user, create_remote_dir=False,
+        dokku_user=data.dokku_ssh_user,
     )
-    states = host.get_fact(ComposeServices, project=data.platform_compose_project)
-    all_running = all(states.get(service.name) == "running" for service in PLATFORM_SERVICES)
-    server.shell(
-        name="Start the platform services (docker compose up)",
-        commands=[f"docker compose -f {compose_file} --env-file {env_file} up -d --remove-orphans "
-                  f"--wait --wait-timeout {data.platform_compose_wait_seconds}"],
-        _if=[any_changed(env, login, ca, compose)] if all_running else [],
-    )
+    compose_up(name="Start the platform services (docker compose up)", compose_file=compose_file,
+               env_file=env_file, project=data.platform_compose_project,
+               services=[service.name for service in PLATFORM_SERVICES],
+               wait_seconds=data.platform_compose_wait_seconds, force=any_changed(env, login, ca, compose))

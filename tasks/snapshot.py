@@ -5,6 +5,8 @@ prepare phase, before anything runs), so the first read at execution covers ever
 The cache is dropped whenever an operation changed the host, whichever operation it was (ours drop it when
 they yield a command; a state callback catches pyinfra's and other tasks' operations), so the next read sees
 the host after those commands ran. Anything not asked in advance is read on demand (one more round trip).
+`on=` asks and reads another host's snapshot (the platform's public key for the Dokku hosts, their SSH host keys
+for the platform): asked at prepare time, it is answered by that host's own single read.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from pyinfra.api.state import BaseStateCallback
 
 from tasks.facts import HostSnapshot
 
-_LISTS = ("files", "units", "paths", "sysctls", "users")
+_LISTS = ("files", "units", "paths", "sysctls", "users", "contents", "certs")
 _questions: dict[str, dict] = defaultdict(lambda: {**{key: set() for key in _LISTS}, "device": "", "swap": "",
-                                                    "dokku": False})
+                                                    "compose": "", "dokku": False})
 _cache: dict[str, dict] = {}
 _last_op: dict[str, str] = {}
 
@@ -43,11 +45,13 @@ def _watch() -> None:
         state.add_callback_handler(_DropOnChange())
 
 
-def ask(**questions) -> None:
-    """Register questions for the current host: files=[...], units=[...], paths=[...], sysctls=[...],
-    users=[...], device="/dev/...", swap="/swapfile", dokku=True."""
+def ask(on=None, **questions) -> None:
+    """Register questions for the current host (or host `on`): files=[...], units=[...], paths=[...],
+    sysctls=[...], users=[...], contents=[...], certs=[...], device="/dev/...", swap="/swapfile",
+    compose="project", dokku=True."""
     _watch()
-    registered = _questions[host.name]
+    name = (host if on is None else on).name
+    registered = _questions[name]
     missing = False
     for key, value in questions.items():
         if key in _LISTS:
@@ -57,17 +61,18 @@ def ask(**questions) -> None:
             registered[key] = value
             missing = True
     if missing:
-        _cache.pop(host.name, None)
+        _cache.pop(name, None)
 
 
-def read(**questions) -> dict:
-    """The host's state, answering `questions` (added to the registered ones)."""
-    ask(**questions)
-    if host.name not in _cache:
-        registered = _questions[host.name]
-        _cache[host.name] = host.get_fact(HostSnapshot, **{
+def read(on=None, **questions) -> dict:
+    """The state of the current host (or host `on`), answering `questions` (added to the registered ones)."""
+    target = host if on is None else on
+    ask(on=target, **questions)
+    if target.name not in _cache:
+        registered = _questions[target.name]
+        _cache[target.name] = target.get_fact(HostSnapshot, **{
             key: sorted(value) if key in _LISTS else value for key, value in registered.items()})
-    return _cache[host.name]
+    return _cache[target.name]
 
 
 def changing() -> None:

@@ -17,34 +17,18 @@ from __future__ import annotations
 import logging
 
 from pyinfra import host
-from pyinfra.api import FactBase, FunctionCommand, StringCommand, deploy, operation
-from pyinfra.operations import files, systemd
+from pyinfra.api import FunctionCommand, StringCommand, deploy
+from pyinfra.operations import systemd
 
 from settings import load_settings
+from tasks import ops, snapshot
 from tasks.nginx import APPLY_SCRIPT
 from tasks.platform import TEMPLATES
+from tasks.snapshot import snapshot_operation
 
 logger = logging.getLogger("pyinfra")
 CERTBOT_DROP_IN = "/etc/systemd/system/certbot.service.d/mindroom-ca.conf"
 DEPLOY_HOOK = "/etc/letsencrypt/renewal-hooks/deploy/mindroom-nginx"
-
-
-class Certificate(FactBase):
-    """{"names": [...], "not_after": "..."} of a PEM certificate, or None when there is none."""
-
-    def command(self, path):
-        return (f"test -s {path} && openssl x509 -in {path} -noout -enddate -ext subjectAltName "
-                "2>/dev/null || true")
-
-    def process(self, output):
-        names, not_after = [], None
-        for line in output:
-            line = line.strip()
-            if line.startswith("notAfter="):
-                not_after = line.split("=", 1)[1]
-            elif "DNS:" in line:
-                names = [part.strip()[len("DNS:"):] for part in line.split(",") if part.strip().startswith("DNS:")]
-        return {"names": names, "not_after": not_after} if not_after else None
 
 
 def certificate_path(domain: str) -> str:
@@ -65,10 +49,10 @@ def _obtain(state, host, command: StringCommand, names: list[str]):
     )
 
 
-@operation()
+@snapshot_operation(lambda domain, **_: {"certs": [certificate_path(domain)]})
 def certificate(domain: str, names: list[str], webroot: str, ca_bundle: str | None):
     """Obtain the certificate `domain` for names unless one already covers them all."""
-    current = host.get_fact(Certificate, path=certificate_path(domain))
+    current = snapshot.read()["certs"].get(certificate_path(domain))
     if current and set(names) <= set(current["names"]):
         host.noop(f"certificate {domain} covers {', '.join(names)} (until {current['not_after']})")
         return
@@ -87,21 +71,19 @@ def certificates():
     email = settings.required("LETSENCRYPT_EMAIL", "Let's Encrypt's account address for expiry notices")
 
     if settings.acme_ca_bundle:
-        files.put(name=f"Upload the ACME server's CA to {bundle}", src=settings.acme_ca_bundle, dest=bundle,
-                  mode="644", create_remote_dir=False)  # /etc/letsencrypt comes with certbot
+        ops.put(name=f"Upload the ACME server's CA to {bundle}", src=settings.acme_ca_bundle, dest=bundle, mode="644")
     else:
-        files.file(name=f"Remove {data.tls_ca_bundle_path}", path=data.tls_ca_bundle_path, present=False)
-    drop_in = files.template(
+        ops.absent(name=f"Remove {data.tls_ca_bundle_path}", path=data.tls_ca_bundle_path)
+    drop_in = ops.template(
         name=f"Render {CERTBOT_DROP_IN}", src=str(TEMPLATES / "tls/certbot-ca.conf.j2"), dest=CERTBOT_DROP_IN,
-        mode="644", create_remote_dir=True, ca_bundle=bundle,
-    ) if bundle else files.file(name=f"Remove {CERTBOT_DROP_IN}", path=CERTBOT_DROP_IN, present=False)
-    files.template(name="Render /etc/letsencrypt/cli.ini", src=str(TEMPLATES / "tls/cli.ini.j2"),
-                   dest="/etc/letsencrypt/cli.ini", mode="644", create_remote_dir=False,
-                   server=settings.acme_server, email=email)
-    files.template(name=f"Render {DEPLOY_HOOK}", src=str(TEMPLATES / "tls/mindroom-nginx.j2"), dest=DEPLOY_HOOK,
-                   mode="755", create_remote_dir=True, apply_script=APPLY_SCRIPT)
+        mode="644", ca_bundle=bundle,
+    ) if bundle else ops.absent(name=f"Remove {CERTBOT_DROP_IN}", path=CERTBOT_DROP_IN)
+    ops.template(name="Render /etc/letsencrypt/cli.ini", src=str(TEMPLATES / "tls/cli.ini.j2"),
+                 dest="/etc/letsencrypt/cli.ini", mode="644", server=settings.acme_server, email=email)
+    ops.template(name=f"Render {DEPLOY_HOOK}", src=str(TEMPLATES / "tls/mindroom-nginx.j2"), dest=DEPLOY_HOOK,
+                 mode="755", apply_script=APPLY_SCRIPT)
     systemd.daemon_reload(name="Reload systemd for certbot's drop-in", _if=drop_in.did_change)
-    systemd.service(name="Enable certbot.timer (renewals)", service="certbot.timer", running=True, enabled=True)
+    ops.services(name="Enable certbot.timer (renewals)", units=["certbot.timer"])
     certificate(name=f"Obtain the certificate for {settings.domain} (certbot, only if missing)",
                 domain=settings.domain, names=settings.platform_hostnames(), webroot=data.nginx_acme_root,
                 ca_bundle=bundle)

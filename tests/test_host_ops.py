@@ -1,13 +1,15 @@
-"""Offline cases for the Dokku-host tasks' custom fact and operations (tasks/facts.py, tasks/ops.py,
-tasks/dokku.py), one JSON file per case:
+"""Offline cases for the host tasks' custom fact and operations (tasks/facts.py, tasks/ops.py, tasks/dokku.py,
+and the platform's: tasks/platform.py, keys.py, tls.py), one JSON file per case:
 
 - tests/facts/HostSnapshot/<case>.json: {"output": [lines the command prints], "fact": {expected subset}}
 - tests/operations/<op>/<case>.json: {"args": {...}, "snapshot": {state the op sees, over an empty host},
   "commands": [exact commands; uploads as "upload <dest>"], "noop": true/false, "error": "substring"}
+  An argument named "force" (compose_up's callable) is given as true/false.
 """
 
 import copy
 import json
+import logging
 import subprocess
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,15 +18,18 @@ import pytest
 from pyinfra.api import FileUploadCommand
 from pyinfra.context import ctx_host, ctx_state
 
-from tasks import dokku, ops, snapshot
+from tasks import dokku, keys, ops, platform, snapshot, tls
 from tasks.facts import HostSnapshot, _empty
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 OPERATIONS = {"dokku.ssh_key": dokku.ssh_key, "dokku.global_settings": dokku.global_settings,
+              "platform.compose_up": platform.compose_up, "keys.ed25519_key": keys.ed25519_key,
+              "tls.certificate": tls.certificate,
               **{f"ops.{name}": getattr(ops, name) for name in (
                   "apt_upgrade_once", "packages", "template", "download", "services", "ufw_firewall", "swap_file",
-                  "sysctl_live", "identity", "volume_filesystem", "move_onto", "user")}}
+                  "sysctl_live", "identity", "volume_filesystem", "move_onto", "user", "directory", "put",
+                  "secret_file", "absent", "authorized_key")}}
 
 
 def _cases(folder):
@@ -78,7 +83,8 @@ def test_operation_case(path, monkeypatch):
     fake_host = FakeHost()
     fake_state = SimpleNamespace(cwd=str(ROOT), config=SimpleNamespace(DIFF=False))
     with ctx_host.use(fake_host), ctx_state.use(fake_state):
-        generator = OPERATIONS[path.parent.name]._inner(**case["args"])
+        args = {key: (lambda value=value: value) if key == "force" else value for key, value in case["args"].items()}
+        generator = OPERATIONS[path.parent.name]._inner(**args)
         if "error" in case:
             with pytest.raises(Exception, match=case["error"]):
                 list(generator)
@@ -106,3 +112,100 @@ def test_fingerprint_matches_openssh():
     listed = subprocess.run(["ssh-keygen", "-l", "-E", "sha256", "-f", "/dev/stdin"], input=key,
                             capture_output=True, text=True, check=True).stdout
     assert dokku.fingerprint(key) == listed.split()[1]
+
+
+def _run(op, snap, fake_host=None, diff=False, **args):
+    """Commands of op (as strings) against snap, which answers every host's snapshot."""
+    with ctx_host.use(fake_host or FakeHost()), ctx_state.use(SimpleNamespace(cwd=str(ROOT),
+                                                                             config=SimpleNamespace(DIFF=diff))):
+        return [f"upload {c.dest}" if isinstance(c, FileUploadCommand) else str(c) for c in op._inner(**args)]
+
+
+def test_secret_file_never_shows_its_content(monkeypatch, caplog):
+    """Even with --diff: no diff, no content in the log or on a command line (FakeHost has no get_fact, so
+    reading the old content for a diff would fail too)."""
+    secret = "STRIPE_SECRET_KEY='sk_live_DO_NOT_LEAK'\n"
+    snap = _merge(_empty(), {"files": {"/opt/platform/.env": {"type": "file", "mode": "600", "user": "root",
+                                                              "group": "root", "sha1": "old"}}})
+    monkeypatch.setattr(snapshot, "read", lambda **_: snap)
+    fake_host = FakeHost()
+    with caplog.at_level(logging.DEBUG):
+        commands = _run(ops.secret_file, snap, fake_host, diff=True, dest="/opt/platform/.env", content=secret)
+    assert commands[-1] == "upload /opt/platform/.env"
+    shown = " ".join(commands + fake_host.noops) + caplog.text
+    assert "DO_NOT_LEAK" not in shown
+
+
+class PlatformHost(FakeHost):
+    name = "platform"
+    data = SimpleNamespace(platform_key_path="/opt/platform/dokku-ssh-key", private_ip="10.0.1.1",
+                           platform_key_comment="mindroom-testbed-platform", platform_dokku_key_name="platform")
+
+
+def test_platform_key_authorized_on_a_dokku_host(monkeypatch):
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGdHkUoG9wUMMKKFD8tJB4Q0e6lqlUIUu6YmZuGSPVZp"
+    snap = _merge(_empty(), {"contents": {"/opt/platform/dokku-ssh-key.pub": [f"{key} mindroom-testbed-platform"],
+                                          keys.ROOT_AUTHORIZED_KEYS: ["ssh-ed25519 AAAAadmin admin"]},
+                             "dokku": {"ssh_keys": {}}})
+    monkeypatch.setattr(snapshot, "read", lambda **_: snap)
+    dokku_host = FakeHost()
+    dokku_host.groups = ["dokku"]
+    authorize, add = _run(keys.platform_key_authorized, snap, dokku_host, platform_host=PlatformHost())
+    assert f"'from=\"10.0.1.1\" {key} mindroom-testbed-platform'" in authorize
+    assert add == f"echo {key!r} | dokku ssh-keys:add platform".replace('"', "'")
+
+
+def test_platform_key_authorized_is_a_noop_elsewhere_and_fails_without_the_key(monkeypatch):
+    snap = _empty()
+    monkeypatch.setattr(snapshot, "read", lambda **_: snap)
+    platform_host = PlatformHost()
+    platform_host.groups = ["platform"]
+    assert _run(keys.platform_key_authorized, snap, platform_host, platform_host=platform_host) == []
+    dokku_host = FakeHost()
+    dokku_host.groups = ["dokku"]
+    with pytest.raises(Exception, match="platform key step must run first"):
+        _run(keys.platform_key_authorized, snap, dokku_host, platform_host=platform_host)
+
+
+def test_known_hosts_lists_each_dokku_host_key_by_private_ip(monkeypatch):
+    snap = _merge(_empty(), {"contents": {keys.HOST_KEY: ["ssh-ed25519 AAAAhost root@dokku"]}})
+    monkeypatch.setattr(snapshot, "read", lambda **_: snap)
+    uploads = []
+    monkeypatch.setattr(ops, "write", lambda dest, content, *args, **kwargs: uploads.append((dest, content)) or iter(()))
+    dokku_hosts = [SimpleNamespace(name=f"dokku-{n}", data=SimpleNamespace(private_ip=f"10.0.1.{n}")) for n in (2, 3)]
+    _run(keys.known_hosts, snap, path="/opt/platform/dokku-known-hosts", dokku_hosts=dokku_hosts)
+    [(dest, content)] = uploads
+    lines = [line for line in content.decode().splitlines() if line and not line.startswith("#")]
+    assert lines == ["10.0.1.2 ssh-ed25519 AAAAhost root@dokku", "10.0.1.3 ssh-ed25519 AAAAhost root@dokku"]
+
+
+def test_missing_certificate_runs_certbot_once(monkeypatch):
+    snap = _empty()
+    monkeypatch.setattr(snapshot, "read", lambda **_: snap)
+    names = ["mindroom.test", "app.mindroom.test"]
+    with ctx_host.use(FakeHost()), ctx_state.use(SimpleNamespace(cwd=str(ROOT), config=SimpleNamespace(DIFF=False))):
+        [command] = list(tls.certificate._inner(domain="mindroom.test", names=names, webroot="/var/www/letsencrypt",
+                                                ca_bundle="/etc/letsencrypt/acme-ca.pem"))
+    certbot, obtained_for = command.args
+    assert str(certbot) == ("env REQUESTS_CA_BUNDLE=/etc/letsencrypt/acme-ca.pem certbot certonly --cert-name "
+                            "mindroom.test --expand --webroot -w /var/www/letsencrypt -d mindroom.test -d app.mindroom.test")
+    assert obtained_for == names
+
+
+def test_fact_script_reads_contents_certificates_and_directories(tmp_path):
+    """The real script in a local shell: the arguments after Dokku's (contents, certs, compose) reach it."""
+    pub = tmp_path / "key.pub"
+    pub.write_text("ssh-ed25519 AAAAkey platform\n")
+    cert = tmp_path / "fullchain.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ed25519", "-nodes", "-keyout", str(tmp_path / "k.pem"),
+                    "-out", str(cert), "-days", "2", "-subj", "/CN=mindroom.test",
+                    "-addext", "subjectAltName=DNS:mindroom.test,DNS:app.mindroom.test"],
+                   check=True, capture_output=True)
+    command = str(HostSnapshot().command(files=[str(tmp_path)], contents=[str(pub)], certs=[str(cert)],
+                                         compose="no-such-project"))
+    output = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True).stdout
+    fact = HostSnapshot().process(output.splitlines())
+    assert fact["files"][str(tmp_path)]["type"] == "dir"
+    assert fact["contents"] == {str(pub): ["ssh-ed25519 AAAAkey platform"]}
+    assert fact["certs"][str(cert)]["names"] == ["mindroom.test", "app.mindroom.test"]
+    assert fact["compose"] == {}

@@ -1,6 +1,7 @@
 """HostSnapshot: everything the tasks compare, read in one round trip (tasks/snapshot.py caches it per host).
 
-Its command never fails and reads files rather than running slow tools: package and hold state from dpkg,
+Its command never fails, reads files rather than running slow tools and forks little (one stat and one sha1sum
+for all regular files): package and hold state from dpkg,
 ufw's rules from its rules files, Dokku's state from Dokku's own files (the places `dokku ...:set` writes), the
 platform's certificate (names, expiry) and its compose services' states. `contents` returns whole files: ask it
 only for public ones (SSH public keys, authorized_keys), never for secrets, since fact output can be logged.
@@ -19,12 +20,15 @@ echo "container=$(systemd-detect-virt --container 2>/dev/null)"
 echo "hostname=$(hostname)"
 dpkg-query -W -f='${db:Status-Abbrev}|${Package}|${Version}|${db:Status-Want}\n' 2>/dev/null \
   | awk -F'|' 'substr($1, 2, 1) == "i" {print "pkg=" $2 " " $3; if ($4 == "hold") print "held=" $2}'
+regular="" dirs=""
 for p in $files; do
   if [ -L "$p" ]; then echo "file=$p link $(readlink "$p")"
-  elif [ -f "$p" ]; then echo "file=$p file $(stat -c '%a %U %G' "$p") $(sha1sum < "$p" | cut -c1-40)"
-  elif [ -d "$p" ]; then echo "file=$p dir $(stat -c '%a %U %G' "$p")"
+  elif [ -f "$p" ]; then regular="$regular $p"
+  elif [ -d "$p" ]; then dirs="$dirs $p"
   else echo "file=$p missing"; fi
 done
+[ -n "$regular" ] && { stat -c 'file=%n file %a %U %G' $regular; sha1sum $regular | awk '{print "sha1=" $2 " " $1}'; }
+[ -n "$dirs" ] && stat -c 'file=%n dir %a %U %G' $dirs
 for p in $contents; do [ -f "$p" ] && awk -v p="$p" '{print "content=" p " " $0}' "$p"; done
 for p in $certs; do
   [ -s "$p" ] && openssl x509 -in "$p" -noout -enddate -ext subjectAltName 2>/dev/null | awk -v p="$p" '{print "cert=" p " " $0}'
@@ -162,6 +166,9 @@ def _parse_line(snap, key, value):
             snap["sysctl"][name] = " ".join(setting.split())
     elif key == "file":
         _parse_file(snap["files"], value.split(" "))
+    elif key == "sha1":  # one sha1sum for every regular file, after their stat lines
+        path, _, digest = value.rpartition(" ")
+        snap["files"].setdefault(path, {})["sha1"] = digest
     elif key == "unit":
         props = dict(part.split("=", 1) for part in value.split() if "=" in part)
         name = props.get("Id", "").removesuffix(".service")

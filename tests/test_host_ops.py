@@ -201,7 +201,7 @@ def test_fact_script_reads_contents_certificates_and_directories(tmp_path):
                     "-out", str(cert), "-days", "2", "-subj", "/CN=mindroom.test",
                     "-addext", "subjectAltName=DNS:mindroom.test,DNS:app.mindroom.test"],
                    check=True, capture_output=True)
-    command = str(HostSnapshot().command(files=[str(tmp_path)], contents=[str(pub)], certs=[str(cert)],
+    command = str(HostSnapshot().command(files=[str(tmp_path), str(pub)], contents=[str(pub)], certs=[str(cert)],
                                          compose="no-such-project"))
     output = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True).stdout
     fact = HostSnapshot().process(output.splitlines())
@@ -209,3 +209,4 @@ def test_fact_script_reads_contents_certificates_and_directories(tmp_path):
     assert fact["contents"] == {str(pub): ["ssh-ed25519 AAAAkey platform"]}
     assert fact["certs"][str(cert)]["names"] == ["mindroom.test", "app.mindroom.test"]
     assert fact["compose"] == {}
+    assert fact["files"][str(pub)]["sha1"] == "fe057b3500af1a56532eea985170504a5dec5dce"

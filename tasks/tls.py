@@ -6,8 +6,9 @@
 - /etc/letsencrypt/cli.ini carries the server, email and authenticator for every certbot run, including
   the renewals of certbot.timer; a CA bundle for the ACME server (ACME_CA_BUNDLE, testbed only) is trusted
   through REQUESTS_CA_BUNDLE, for the deploy's run and for certbot.service through a drop-in.
-- certbot runs only when no certificate covers all the names (fact). When validation fails (DNS not pointing
-  here yet) the deploy does not fail: nginx keeps serving HTTP and the deploy says that TLS is pending.
+- certbot runs only when no certificate covers all the names (read with the host snapshot, tasks/facts.py).
+  When validation fails (DNS not pointing here yet) the deploy does not fail: nginx keeps serving HTTP and the
+  deploy says that TLS is pending.
 - Once issued, mindroom-nginx-apply (tasks/nginx.py) switches nginx to HTTPS with HTTP redirecting; the
   deploy hook runs it again after every renewal.
 """

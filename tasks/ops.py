@@ -31,6 +31,12 @@ def _q(value) -> str:
     return shlex.quote(str(value))
 
 
+def any_change(*metas):
+    """Like pyinfra's any_changed, usable inside an operation in a dry run too: before execution
+    (`--dry`, change detection) an operation counts as changed when it plans commands."""
+    return lambda: any(meta.did_change() if meta.is_complete() else meta.will_change for meta in metas)
+
+
 def in_container() -> bool:
     """Decided by the host (systemd-detect-virt), never by a setting: a container cannot swapon or set vm.*."""
     return snapshot.read()["container"] != "none"

@@ -20,7 +20,6 @@ from pathlib import PurePosixPath
 
 from pyinfra import host, inventory
 from pyinfra.api import deploy
-from pyinfra.operations.util import any_changed
 
 from settings import PLATFORM_SERVICES, SettingsError, load_settings
 from tasks import ops, snapshot
@@ -133,4 +132,4 @@ def services():
     compose_up(name="Start the platform services (docker compose up)", compose_file=compose_file,
                env_file=env_file, project=data.platform_compose_project,
                services=[service.name for service in PLATFORM_SERVICES],
-               wait_seconds=data.platform_compose_wait_seconds, force=any_changed(env, login, ca, compose))
+               wait_seconds=data.platform_compose_wait_seconds, force=ops.any_change(env, login, ca, compose))

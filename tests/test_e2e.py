@@ -10,6 +10,7 @@ import json
 import os
 import secrets
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -56,6 +57,30 @@ def _check_markers(runner: steps.Runner, token: str, when: str) -> None:
         runner.run(f"marker on {host['name']}'s volume {when}", _ssh(host, check))
 
 
+EDITED_TEMPLATE = "templates/base/sshd.local.j2"
+EDIT = "# e2e: an edited template"
+
+
+def _check_dry_runs(runner: steps.Runner, workdir: Path) -> None:
+    """`pyinfra --dry --diff` plans nothing on the converged hosts; after a template is edited (in a copy
+    of the project) it plans exactly that file, shows the diff, and the restart that depends on it."""
+    planned = steps.planned_changes(runner.run("dry run on the converged hosts", steps.dry_run(),
+                                                        with_stderr=True))
+    if planned:
+        raise steps.StepFailed(f"a dry run on converged hosts plans changes: {planned}")
+    copy = workdir / "project"
+    shutil.copytree(layout.REPO_ROOT, copy, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "__pycache__", ".env*", ".secrets", "outputs.*"))  # ENV_FILE keeps pointing at the original
+    with open(copy / EDITED_TEMPLATE, "a") as template:
+        template.write(EDIT + "\n")
+    output = runner.run("dry run after editing a template", steps.dry_run(), cwd=copy, with_stderr=True)
+    planned = steps.planned_changes(output)
+    if not planned or not all(op.endswith("Upload /etc/fail2ban/jail.d/sshd.local") for op in planned):
+        raise steps.StepFailed(f"editing {EDITED_TEMPLATE} should plan only its upload, planned: {planned}")
+    if f"+ {EDIT}" not in output or "Will modify /etc/fail2ban/jail.d/sshd.local" not in output:
+        raise steps.StepFailed(f"the dry run did not show the template's diff:\n{output[-3000:]}")
+
+
 def test_platform_end_to_end(tmp_path_factory):
     if Path(f"/sys/class/net/{layout.PUBLIC_BRIDGE}").exists() or layout.LAB.exists():
         pytest.fail(f"a testbed is already up ({layout.LAB}); the gate makes its own: run "
@@ -71,6 +96,7 @@ def test_platform_end_to_end(tmp_path_factory):
         totals = steps.json_totals(runner.run("second deploy", steps.deploy("--json")))
         steps.assert_no_changes(totals)
         _check_markers(runner, token, "after the second deploy")
+        _check_dry_runs(runner, tmp_path_factory.mktemp("dry-run"))
         runner.run("host tests", steps.host_tests())
         runner.run("reboot every host", steps.reboot())
         _check_markers(runner, token, "after the reboot")

@@ -69,6 +69,24 @@ def test_second_deploy_check_accepts_only_a_true_no_op():
             steps.assert_no_changes(steps.json_totals(bad))
 
 
+DRY_RUN_TABLE = """--> Detected changes:
+    Operation                                              Change                       Conditional Change
+    Base | Base: fail2ban | Upload /etc/fail2ban/jail.d/sshd.local    2 (dokku-1, platform)    -
+    Base | Base: fail2ban | Restart fail2ban                 -                            2 (dokku-1, platform)
+    Base | Base: identity | Set the hostname                 -                            -
+
+    Detected changes may not include every change pyinfra will execute.
+"""
+
+
+def test_dry_run_table_lists_only_operations_that_will_change():
+    assert steps.planned_changes(DRY_RUN_TABLE) == ["Base | Base: fail2ban | Upload /etc/fail2ban/jail.d/sshd.local"]
+    converged = DRY_RUN_TABLE.replace("2 (dokku-1, platform)    -", "-    -", 1)
+    assert steps.planned_changes(converged) == []
+    with pytest.raises(steps.StepFailed, match="Detected changes"):
+        steps.planned_changes("--> Skipping change detection")
+
+
 def test_spawned_daemon_is_tracked_and_stopped_by_pid(tmp_path):
     pidfile = tmp_path / "sleep.pid"
     pid = procs.spawn(["sleep", "60"], pidfile, tmp_path / "sleep.log")

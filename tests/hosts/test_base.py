@@ -19,10 +19,8 @@ def test_base_package_installed(host, package):
     assert host.package(package).is_installed
 
 
-@pytest.mark.parametrize("service", ["ssh", "fail2ban", "unattended-upgrades", "nginx", "cron"])
+@pytest.mark.parametrize("service", ["ssh", "fail2ban", "unattended-upgrades", "nginx"])
 def test_service_enabled_and_running(host, service):
-    if service == "cron" and not host.package("cron").is_installed:
-        pytest.skip("cron is installed on the Dokku hosts only")
     unit = host.service(service)
     assert unit.is_enabled
     assert unit.is_running

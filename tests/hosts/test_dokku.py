@@ -35,6 +35,11 @@ def test_plugin_listed(host, plugin):
     assert plugin in names
 
 
+def test_cron_runs_for_the_renewal_job(host):
+    assert host.service("cron").is_enabled
+    assert host.service("cron").is_running
+
+
 def test_letsencrypt_renewal_cron(host):
     assert "letsencrypt:auto-renew" in host.check_output("crontab -l -u dokku")
 

@@ -56,8 +56,10 @@ class Runner:
         self.timings: dict[str, float] = {}
         log_dir.mkdir(parents=True, exist_ok=True)
 
-    def run(self, name: str, argv: list[str], timeout: float = 900) -> str:
-        """Run one step; return its stdout (stderr goes to the log too). Raise StepFailed when it fails."""
+    def run(self, name: str, argv: list[str], timeout: float = 900, cwd: Path = layout.REPO_ROOT,
+            with_stderr: bool = False) -> str:
+        """Run one step in cwd; return its stdout (stderr goes to the log too, and into the returned text
+        with_stderr). Raise StepFailed when it fails."""
         self.count += 1
         log = self.log_dir / f"{self.count:02d}-{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}.log"
         began = time.monotonic()
@@ -65,8 +67,9 @@ class Runner:
             handle.write(f"$ {' '.join(argv)}\n")
             handle.flush()
             try:
-                result = subprocess.run(argv, cwd=layout.REPO_ROOT, env=self.env, stdout=subprocess.PIPE,
-                                        stderr=handle, text=True, timeout=timeout)
+                result = subprocess.run(argv, cwd=cwd, env=self.env, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT if with_stderr else handle, text=True,
+                                        timeout=timeout)
                 code = result.returncode
                 stdout = result.stdout
             except subprocess.TimeoutExpired as expired:
@@ -99,6 +102,25 @@ def json_totals(stdout: str) -> dict:
     totals["changed"] = [{"name": op["name"], "hosts": op["success"]}
                          for op in results.get("operations", []) if op.get("success")]
     return totals
+
+
+def dry_run() -> list[str]:
+    """`pyinfra --dry --diff`: change detection only (no -y, which would skip it), nothing is executed."""
+    return [str(BIN / "pyinfra"), "--dry", "--diff", "inventory.py", "deploy.py"]
+
+
+_CHANGE_ROW = re.compile(r"^ {4}(?P<op>\S.*?) {2,}(?P<change>-|\d+ \(.*?\)) {2,}(?P<conditional>\S.*?)\s*$")
+
+
+def planned_changes(stdout: str) -> list[str]:
+    """The operations a dry run's "Detected changes" table says will change (its Change column is not "-")."""
+    table = stdout.partition("--> Detected changes:")[2]
+    if not table:
+        raise StepFailed(f"the dry run printed no 'Detected changes' table:\n{stdout[-2000:]}")
+    rows = [row for row in map(_CHANGE_ROW.match, table.splitlines()) if row]
+    if not rows:
+        raise StepFailed(f"no operation rows in the dry run's 'Detected changes' table:\n{table[:2000]}")
+    return [row["op"] for row in rows if row["change"] != "-"]
 
 
 def assert_no_changes(totals: dict) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from settings import MOUNT_POINTS, load_settings
+from tasks.nginx import PASSWORD_FILE
 from tests.testbed import layout, steps
 
 pytestmark = pytest.mark.testbed
@@ -27,9 +28,13 @@ def _testbed(command: str) -> list[str]:
     return [sys.executable, "-m", "tests.testbed", command]
 
 
+def _settings():
+    return load_settings({**os.environ, "ENV_FILE": str(layout.ENV_FILE)}, cwd=layout.REPO_ROOT)
+
+
 def _hosts() -> list[dict]:
     """The servers bootstrap wrote to its outputs file, with the admin key to reach them."""
-    settings = load_settings({**os.environ, "ENV_FILE": str(layout.ENV_FILE)}, cwd=layout.REPO_ROOT)
+    settings = _settings()
     servers = json.loads(settings.outputs_file.read_text())["servers"]
     return [{**server, "ssh_key": str(settings.ssh_private_key_path)} for server in servers]
 
@@ -81,6 +86,19 @@ def _check_dry_runs(runner: steps.Runner, workdir: Path) -> None:
         raise steps.StepFailed(f"the dry run did not show the template's diff:\n{output[-3000:]}")
 
 
+def _check_no_secret_in_logs(runner: steps.Runner) -> None:
+    """No step printed a secret: not the token, the Stripe/Supabase/registry values, nor the admin password."""
+    settings = _settings()
+    values = settings.secret_values()
+    password_file = settings.secrets_dir / PASSWORD_FILE
+    if password_file.is_file():
+        values.append(password_file.read_text().strip())
+    leaks = [(log.name, name) for log in sorted(runner.log_dir.glob("*.log"))
+             for name, value in enumerate(values) if value and value in log.read_text(errors="replace")]
+    if leaks:
+        raise steps.StepFailed(f"secret values (by index) appear in step logs: {leaks}")
+
+
 def test_platform_end_to_end(tmp_path_factory):
     if Path(f"/sys/class/net/{layout.PUBLIC_BRIDGE}").exists() or layout.LAB.exists():
         pytest.fail(f"a testbed is already up ({layout.LAB}); the gate makes its own: run "
@@ -102,6 +120,7 @@ def test_platform_end_to_end(tmp_path_factory):
         _check_markers(runner, token, "after the reboot")
         runner.run("host tests after the reboot", steps.host_tests())
         runner.run("bootstrap destroy", steps.destroy())
+        _check_no_secret_in_logs(runner)
     except steps.StepFailed as error:
         failure = str(error)
     finally:

@@ -9,7 +9,7 @@ import shlex
 from pyinfra import host
 from pyinfra.api import FactBase
 
-from settings import PLATFORM_SERVICES, load_settings
+from settings import PLATFORM_SERVICES
 from tasks.facts import Certificate
 from tasks.tls import certificate_path
 
@@ -38,12 +38,11 @@ class PlatformStatus(FactBase):
 
 
 if "platform" in host.groups:
-    settings = load_settings()
     rows = host.get_fact(
         PlatformStatus, project=host.data.platform_compose_project,
         services=[(service.name, service.host_port, service.health_path) for service in PLATFORM_SERVICES],
     )
-    certificate = host.get_fact(Certificate, path=certificate_path(settings.domain))
+    certificate = host.get_fact(Certificate, path=certificate_path(host.data.domain))
     lines = [f"{host.name}:", f"  {'service':<20}{'container':<12}{'health':<12}{'port':<12}/health"]
     for name, state, health, port_status, health_body in rows:
         port = next(service.host_port for service in PLATFORM_SERVICES if service.name == name)
@@ -51,5 +50,5 @@ if "platform" in host.groups:
     if certificate:
         lines.append(f"  TLS certificate: {', '.join(certificate['names'])}; expires {certificate['not_after']}")
     else:
-        lines.append(f"  TLS certificate: none yet for {settings.domain} (TLS pending: nginx serves plain HTTP)")
+        lines.append(f"  TLS certificate: none yet for {host.data.domain} (TLS pending: nginx serves plain HTTP)")
     print("\n".join(lines), flush=True)

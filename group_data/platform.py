@@ -1,11 +1,22 @@
-"""Data of the platform host (group `platform`): its packages, paths and which settings each service reads.
+"""Data of the platform host (group `platform`): its packages, paths, which settings each service reads, and
+the settings its tasks need (tasks/platform.py, nginx.py, tls.py read host data only).
 
-Secrets are not here: tasks read them from the settings module at deploy time, so they never sit in host data.
+Secrets are here too (`platform_env`, the registry token, the admin password's hash): pyinfra prints host data
+only with `--debug` or `pyinfra ... debug-inventory`, never in a normal or `-v` run, and the tasks write them
+with `ops.secret_file`, which never shows them. A missing or bad setting stops with one line.
 """
 
-from settings import MOUNT_POINTS, PLATFORM_DIR, PUBLIC_PORTS, SWAP_SIZE_MB, load_settings
+import sys
 
-_settings = load_settings()
+from settings import MOUNT_POINTS, PLATFORM_DIR, PUBLIC_PORTS, SSH_PORT, SWAP_SIZE_MB, SettingsError, load_settings
+from tasks.nginx import admin_credentials
+
+try:
+    _settings = load_settings()
+    _secrets = _settings.platform_secrets()
+    _hcloud_token = _settings.hcloud_token
+except SettingsError as error:
+    sys.exit(f"error: {error}")
 
 # Role values for the shared base, volume and docker tasks.
 public_ports = list(PUBLIC_PORTS["platform"])
@@ -59,3 +70,41 @@ nginx_api_max_body_size = "10m"
 
 # TLS (certbot, HTTP-01 through the webroot above)
 tls_ca_bundle_path = "/etc/letsencrypt/acme-ca.pem"
+
+# -- from the settings --------------------------------------------------------------------------------------
+# Every key of /opt/platform/.env, in the file's order. DOKKU_HOST (dokku-1's private IP) and DOKKU_HOSTS (all
+# of them) depend on the inventory's other hosts: tasks/platform.py fills them in.
+platform_env = {
+    "NODE_ENV": "production",
+    "API_URL": _settings.url("api"),
+    "APP_URL": _settings.url("app"),
+    "ADMIN_URL": _settings.url("admin"),
+    "WEBHOOK_URL": _settings.url("webhooks"),
+    **{name: _secrets[name] for name in ["SUPABASE_URL", "SUPABASE_SERVICE_KEY", "STRIPE_SECRET_KEY",
+                                          "STRIPE_PUBLISHABLE_KEY", "STRIPE_WEBHOOK_SECRET", *_prices]},
+    "DOKKU_HOST": "",
+    "DOKKU_HOSTS": "",
+    "DOKKU_SSH_PORT": str(SSH_PORT),
+    "DOKKU_USER": dokku_ssh_user,
+    "HCLOUD_TOKEN": _hcloud_token,
+    **{name: _secrets[name] for name in ["REGISTRY", "REGISTRY_USER", "REGISTRY_TOKEN"]},
+}
+# pyinfra keeps every module-level name but dunders as host data: no loop variables, no unpacking to `_`.
+_unquotable = next((name for name, value in platform_env.items() if "\n" in value or "'" in value), None)
+if _unquotable:
+    sys.exit(f"error: {_unquotable} must be one line without single quotes (it goes into /opt/platform/.env)")
+try:
+    # The admin dashboard's basic-auth password: generated and kept locally (SECRETS_DIR), only its hash here.
+    nginx_admin_password_hash = admin_credentials(_settings)[1]
+except SettingsError as error:
+    sys.exit(f"error: {error}")
+
+registry = _secrets["REGISTRY"]  # compose's image prefix; the login (/root/.docker/config.json) is for it
+registry_user = _secrets["REGISTRY_USER"]
+registry_token = _secrets["REGISTRY_TOKEN"]
+registry_ca_cert = _settings.registry_ca_cert  # local path of the registry's CA, or "" (a public CA)
+service_image_tag = _settings.service_image_tag
+platform_hostnames = _settings.platform_hostnames()  # the certificate's names: DOMAIN, app., admin., api., webhooks.
+acme_server = _settings.acme_server
+acme_ca_bundle = _settings.acme_ca_bundle  # local path of the ACME server's CA (testbed only), or ""
+letsencrypt_email = _secrets["LETSENCRYPT_EMAIL"]

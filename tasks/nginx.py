@@ -7,7 +7,8 @@ configuration it restores the last good one and fails, so an invalid template ne
 The script runs only when a file changed, and from certbot's deploy hook once a certificate is issued.
 
 The admin password is generated locally on the first deploy (SECRETS_DIR/admin-password, 0600) with its bcrypt
-hash beside it, so re-runs upload the same hash. `python -m tasks.nginx admin-password` prints it;
+hash beside it, so re-runs upload the same hash; group_data/platform.py calls admin_credentials and hands the
+task the hash only (host data `nginx_admin_password_hash`). `python -m tasks.nginx admin-password` prints it;
 `python -m tasks.nginx rotate-admin-password` makes a new one (the next deploy installs it).
 """
 
@@ -71,15 +72,13 @@ def _template(name: str, dest: str, mode: str = "644", **data):
 
 @deploy("Nginx: configure")
 def configure():
-    settings = load_settings()
     data = host.data
     services = {service.name: service for service in PLATFORM_SERVICES}
     context = dict(
-        domain=settings.domain, services=services, landing_root=data.nginx_landing_root,
+        domain=data.domain, services=services, landing_root=data.nginx_landing_root,
         acme_root=data.nginx_acme_root, htpasswd=data.nginx_htpasswd, api_max_body_size=data.nginx_api_max_body_size,
-        cert_dir=f"/etc/letsencrypt/live/{settings.domain}",
+        cert_dir=f"/etc/letsencrypt/live/{data.domain}",
     )
-    _, hashed = admin_credentials(settings)
 
     for directory in (data.nginx_landing_root, data.nginx_acme_root, CONFIG_DIR):
         ops.directory(name=f"Create {directory}", path=directory)
@@ -87,13 +86,13 @@ def configure():
     ops.put(name=f"Upload {data.nginx_landing_root}/index.html", src=str(LANDING / "index.html"),
             dest=f"{data.nginx_landing_root}/index.html", mode="644")
     ops.secret_file(name=f"Write {data.nginx_htpasswd}", dest=data.nginx_htpasswd,
-                    content=f"{data.nginx_admin_user}:{hashed}\n", group="www-data", mode="640")
+                    content=f"{data.nginx_admin_user}:{data.nginx_admin_password_hash}\n", group="www-data", mode="640")
     changes = [
         _template("mindroom.conf.j2", "/etc/nginx/conf.d/mindroom.conf"),
         _template("mindroom-proxy.conf.j2", "/etc/nginx/snippets/mindroom-proxy.conf"),
         _template("sites.conf.j2", f"{CONFIG_DIR}/http.conf", tls=False, **context),
         _template("sites.conf.j2", f"{CONFIG_DIR}/https.conf", tls=True, **context),
-        _template("mindroom-nginx-apply.j2", APPLY_SCRIPT, mode="755", domain=settings.domain, config_dir=CONFIG_DIR),
+        _template("mindroom-nginx-apply.j2", APPLY_SCRIPT, mode="755", domain=data.domain, config_dir=CONFIG_DIR),
         ops.absent(name="Remove the stock default site", path="/etc/nginx/sites-enabled/default"),
     ]
     ops.services(name="Enable nginx", units=["nginx"])

@@ -1,7 +1,8 @@
 """Platform services: the four MindRoom services from the private registry, run by Docker Compose.
 
-- /opt/platform/.env (root, 0600) is rendered from the local settings, never from user_data: the keys SPEC.md
-  lists plus DOKKU_HOST (the first Dokku server's private IP) and DOKKU_HOSTS (all of them, comma-separated).
+- /opt/platform/.env (root, 0600) is rendered from the local settings (group data `platform_env`), never from
+  user_data: the keys SPEC.md lists plus DOKKU_HOST (the first Dokku server's private IP) and DOKKU_HOSTS (all of
+  them, comma-separated), which this module takes from the inventory's Dokku hosts.
 - A changed secret restarts only the services that read it: compose.yaml names, per service, the .env keys it
   reads (group data `platform_service_env`) and compose resolves them from the .env file. `docker compose up`
   recreates a container only when its resolved configuration changed.
@@ -21,7 +22,7 @@ from pathlib import PurePosixPath
 from pyinfra import host, inventory
 from pyinfra.api import deploy
 
-from settings import PLATFORM_SERVICES, SettingsError, load_settings
+from settings import PLATFORM_SERVICES
 from tasks import ops, snapshot
 from tasks.snapshot import snapshot_operation
 
@@ -53,54 +54,26 @@ def dokku_private_ips() -> list[str]:
     return [dokku_host.data.private_ip for dokku_host in dokku_hosts]
 
 
-def environment(settings) -> dict[str, str]:
-    """Every key of /opt/platform/.env."""
-    secrets = settings.platform_secrets()
+def environment() -> dict[str, str]:
+    """Every key of /opt/platform/.env: group data's `platform_env` with the Dokku hosts' private IPs filled in
+    (in their places: the dict keeps its order)."""
     dokku_ips = dokku_private_ips()
-    values = {
-        "NODE_ENV": "production",
-        "API_URL": settings.url("api"),
-        "APP_URL": settings.url("app"),
-        "ADMIN_URL": settings.url("admin"),
-        "WEBHOOK_URL": settings.url("webhooks"),
-        "SUPABASE_URL": secrets["SUPABASE_URL"],
-        "SUPABASE_SERVICE_KEY": secrets["SUPABASE_SERVICE_KEY"],
-        "STRIPE_SECRET_KEY": secrets["STRIPE_SECRET_KEY"],
-        "STRIPE_PUBLISHABLE_KEY": secrets["STRIPE_PUBLISHABLE_KEY"],
-        "STRIPE_WEBHOOK_SECRET": secrets["STRIPE_WEBHOOK_SECRET"],
-        "STRIPE_PRICE_STARTER": secrets["STRIPE_PRICE_STARTER"],
-        "STRIPE_PRICE_PROFESSIONAL": secrets["STRIPE_PRICE_PROFESSIONAL"],
-        "STRIPE_PRICE_ENTERPRISE": secrets["STRIPE_PRICE_ENTERPRISE"],
-        "DOKKU_HOST": dokku_ips[0] if dokku_ips else "",
-        "DOKKU_HOSTS": ",".join(dokku_ips),
-        "DOKKU_SSH_PORT": "22",
-        "DOKKU_USER": host.data.dokku_ssh_user,
-        "HCLOUD_TOKEN": settings.hcloud_token,
-        "REGISTRY": secrets["REGISTRY"],
-        "REGISTRY_USER": secrets["REGISTRY_USER"],
-        "REGISTRY_TOKEN": secrets["REGISTRY_TOKEN"],
-    }
-    for name, value in values.items():
-        if "\n" in value or "'" in value:
-            raise SettingsError(f"{name} must be one line without single quotes (it goes into /opt/platform/.env)")
-    return values
+    return {**host.data.platform_env, "DOKKU_HOST": (dokku_ips or [""])[0], "DOKKU_HOSTS": ",".join(dokku_ips)}
 
 
-def registry_auth(settings) -> str:
+def registry_auth(registry: str, user: str, token: str) -> str:
     """/root/.docker/config.json: the registry credential, as `docker login` would store it."""
-    secrets = settings.platform_secrets()
-    token = base64.b64encode(f"{secrets['REGISTRY_USER']}:{secrets['REGISTRY_TOKEN']}".encode()).decode()
-    return json.dumps({"auths": {secrets["REGISTRY"]: {"auth": token}}}, indent=2) + "\n"
+    auth = base64.b64encode(f"{user}:{token}".encode()).decode()
+    return json.dumps({"auths": {registry: {"auth": auth}}}, indent=2) + "\n"
 
 
 @deploy("Platform: services")
 def services():
-    settings = load_settings()
     data = host.data
     directory = data.platform_dir
     compose_file = f"{directory}/compose.yaml"
     env_file = f"{directory}/.env"
-    registry = settings.platform_secrets()["REGISTRY"]
+    registry = data.registry
 
     ops.packages(name="Install the platform's packages", packages=data.platform_packages)
     platform_directory()
@@ -110,18 +83,18 @@ def services():
                       path=f"{data.platform_data_dir}/{service.name}", mode="750")
 
     env = ops.secret_file(name=f"Write {env_file}", dest=env_file,
-                          content=ops.render(str(TEMPLATES / "platform/env.j2"), env=environment(settings)))
-    login = ops.secret_file(name="Write the registry login /root/.docker/config.json",
-                            dest="/root/.docker/config.json", content=registry_auth(settings))
+                          content=ops.render(str(TEMPLATES / "platform/env.j2"), env=environment()))
+    login = ops.secret_file(name="Write the registry login /root/.docker/config.json", dest="/root/.docker/config.json",
+                            content=registry_auth(registry, data.registry_user, data.registry_token))
     ca_dest = f"/etc/docker/certs.d/{registry}/ca.crt"
-    if settings.registry_ca_cert:
-        ca = ops.put(name=f"Upload the registry CA to {ca_dest}", src=settings.registry_ca_cert, dest=ca_dest,
+    if data.registry_ca_cert:
+        ca = ops.put(name=f"Upload the registry CA to {ca_dest}", src=data.registry_ca_cert, dest=ca_dest,
                      mode="644")
     else:
         ca = ops.absent(name=f"Remove {ca_dest}", path=ca_dest)
     compose = ops.template(
         name=f"Render {compose_file}", src=str(TEMPLATES / "platform/compose.yaml.j2"), dest=compose_file,
-        mode="600", services=PLATFORM_SERVICES, registry=registry, tag=settings.service_image_tag,
+        mode="600", services=PLATFORM_SERVICES, registry=registry, tag=data.service_image_tag,
         service_env=data.platform_service_env, healthcheck=data.platform_healthcheck,
         project=data.platform_compose_project, network=data.platform_docker_network,
         data_dir=data.platform_data_dir, key_path=data.platform_key_path,

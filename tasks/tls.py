@@ -21,7 +21,6 @@ from pyinfra import host
 from pyinfra.api import FunctionCommand, StringCommand, deploy
 from pyinfra.operations import systemd
 
-from settings import load_settings
 from tasks import ops, snapshot
 from tasks.nginx import APPLY_SCRIPT
 from tasks.platform import TEMPLATES
@@ -66,13 +65,11 @@ def certificate(domain: str, names: list[str], webroot: str, ca_bundle: str | No
 
 @deploy("TLS: certificates")
 def certificates():
-    settings = load_settings()
     data = host.data
-    bundle = data.tls_ca_bundle_path if settings.acme_ca_bundle else None
-    email = settings.required("LETSENCRYPT_EMAIL", "Let's Encrypt's account address for expiry notices")
+    bundle = data.tls_ca_bundle_path if data.acme_ca_bundle else None
 
-    if settings.acme_ca_bundle:
-        ops.put(name=f"Upload the ACME server's CA to {bundle}", src=settings.acme_ca_bundle, dest=bundle, mode="644")
+    if data.acme_ca_bundle:
+        ops.put(name=f"Upload the ACME server's CA to {bundle}", src=data.acme_ca_bundle, dest=bundle, mode="644")
     else:
         ops.absent(name=f"Remove {data.tls_ca_bundle_path}", path=data.tls_ca_bundle_path)
     drop_in = ops.template(
@@ -80,11 +77,11 @@ def certificates():
         mode="644", ca_bundle=bundle,
     ) if bundle else ops.absent(name=f"Remove {CERTBOT_DROP_IN}", path=CERTBOT_DROP_IN)
     ops.template(name="Render /etc/letsencrypt/cli.ini", src=str(TEMPLATES / "tls/cli.ini.j2"),
-                 dest="/etc/letsencrypt/cli.ini", mode="644", server=settings.acme_server, email=email)
+                 dest="/etc/letsencrypt/cli.ini", mode="644", server=data.acme_server, email=data.letsencrypt_email)
     ops.template(name=f"Render {DEPLOY_HOOK}", src=str(TEMPLATES / "tls/mindroom-nginx.j2"), dest=DEPLOY_HOOK,
                  mode="755", apply_script=APPLY_SCRIPT)
     systemd.daemon_reload(name="Reload systemd for certbot's drop-in", _if=drop_in.did_change)
     ops.services(name="Enable certbot.timer (renewals)", units=["certbot.timer"])
-    certificate(name=f"Obtain the certificate for {settings.domain} (certbot, only if missing)",
-                domain=settings.domain, names=settings.platform_hostnames(), webroot=data.nginx_acme_root,
+    certificate(name=f"Obtain the certificate for {data.domain} (certbot, only if missing)",
+                domain=data.domain, names=data.platform_hostnames, webroot=data.nginx_acme_root,
                 ca_bundle=bundle)

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Mapping
+from collections.abc import Mapping
 
 from dotenv import dotenv_values
 
@@ -69,6 +69,28 @@ PLATFORM_SUBDOMAINS = ("app", "admin", "api", "webhooks")
 
 DOKKU_DEPLOY_USER = "dokku-deploy"
 DOKKU_PROVISIONER_KEY_NAME = "provisioner"
+
+
+class SecretValues(Mapping):
+    """Secret values for the tasks, readable by key but hidden wherever pyinfra prints host data
+    (`--debug`, `debug-inventory`, `--json`): its repr and JSON form name only the keys."""
+
+    def __init__(self, values: Mapping[str, str]):
+        self._values = dict(values)
+
+    def __getitem__(self, key: str) -> str:
+        return self._values[key]
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"<secret values: {', '.join(self._values)}>"
+
+    to_json = __repr__
 
 
 class SettingsError(Exception):
@@ -190,6 +212,10 @@ class Settings:
     acme_ca_bundle: str
     registry_ca_cert: str
     service_image_tag: str
+
+    def to_json(self) -> str:
+        """How pyinfra prints it when it dumps host data: never the values."""
+        return f"<settings of environment {self.environment}>"
 
     # -- raw access -------------------------------------------------------------------------------
     def get(self, name: str, default: str = "") -> str:

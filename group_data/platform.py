@@ -1,14 +1,16 @@
 """Data of the platform host (group `platform`): its packages, paths, which settings each service reads, and
 the settings its tasks need (tasks/platform.py, nginx.py, tls.py read host data only).
 
-Secrets are here too (`platform_env`, the registry token, the admin password's hash): pyinfra prints host data
-only with `--debug` or `pyinfra ... debug-inventory`, never in a normal or `-v` run, and the tasks write them
-with `ops.secret_file`, which never shows them. A missing or bad setting stops with one line.
+Secrets are here too, wrapped in SecretValues (`platform_env`, `registry_login`): where pyinfra prints host
+data (`--debug`, `debug-inventory`) they show as their keys only, and the tasks write them with
+`ops.secret_file`, which never shows them. A missing or bad setting stops with one line.
 """
 
 import sys
 
-from settings import MOUNT_POINTS, PLATFORM_DIR, PUBLIC_PORTS, SSH_PORT, SWAP_SIZE_MB, SettingsError, load_settings
+from settings import (
+    MOUNT_POINTS, PLATFORM_DIR, PUBLIC_PORTS, SSH_PORT, SWAP_SIZE_MB, SecretValues, SettingsError, load_settings,
+)
 from tasks.nginx import admin_credentials
 
 try:
@@ -74,7 +76,7 @@ tls_ca_bundle_path = "/etc/letsencrypt/acme-ca.pem"
 # -- from the settings --------------------------------------------------------------------------------------
 # Every key of /opt/platform/.env, in the file's order. DOKKU_HOST (dokku-1's private IP) and DOKKU_HOSTS (all
 # of them) depend on the inventory's other hosts: tasks/platform.py fills them in.
-platform_env = {
+platform_env = SecretValues({
     "NODE_ENV": "production",
     "API_URL": _settings.url("api"),
     "APP_URL": _settings.url("app"),
@@ -88,7 +90,7 @@ platform_env = {
     "DOKKU_USER": dokku_ssh_user,
     "HCLOUD_TOKEN": _hcloud_token,
     **{name: _secrets[name] for name in ["REGISTRY", "REGISTRY_USER", "REGISTRY_TOKEN"]},
-}
+})
 # pyinfra keeps every module-level name but dunders as host data: no loop variables, no unpacking to `_`.
 _unquotable = next((name for name, value in platform_env.items() if "\n" in value or "'" in value), None)
 if _unquotable:
@@ -100,11 +102,13 @@ except SettingsError as error:
     sys.exit(f"error: {error}")
 
 registry = _secrets["REGISTRY"]  # compose's image prefix; the login (/root/.docker/config.json) is for it
-registry_user = _secrets["REGISTRY_USER"]
-registry_token = _secrets["REGISTRY_TOKEN"]
+registry_login = SecretValues({"user": _secrets["REGISTRY_USER"], "token": _secrets["REGISTRY_TOKEN"]})
 registry_ca_cert = _settings.registry_ca_cert  # local path of the registry's CA, or "" (a public CA)
 service_image_tag = _settings.service_image_tag
 platform_hostnames = _settings.platform_hostnames()  # the certificate's names: DOMAIN, app., admin., api., webhooks.
 acme_server = _settings.acme_server
 acme_ca_bundle = _settings.acme_ca_bundle  # local path of the ACME server's CA (testbed only), or ""
 letsencrypt_email = _secrets["LETSENCRYPT_EMAIL"]
+
+# Plain secret values must not stay behind as host data (pyinfra keeps every non-dunder name).
+del _secrets, _hcloud_token

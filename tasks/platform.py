@@ -85,7 +85,7 @@ def services():
     env = ops.secret_file(name=f"Write {env_file}", dest=env_file,
                           content=ops.render(str(TEMPLATES / "platform/env.j2"), env=environment()))
     login = ops.secret_file(name="Write the registry login /root/.docker/config.json", dest="/root/.docker/config.json",
-                            content=registry_auth(registry, data.registry_user, data.registry_token))
+                            content=registry_auth(registry, data.registry_login["user"], data.registry_login["token"]))
     ca_dest = f"/etc/docker/certs.d/{registry}/ca.crt"
     if data.registry_ca_cert:
         ca = ops.put(name=f"Upload the registry CA to {ca_dest}", src=data.registry_ca_cert, dest=ca_dest,

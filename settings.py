@@ -315,10 +315,6 @@ class Settings:
     def url(self, subdomain: str) -> str:
         return f"https://{subdomain}.{self.domain}"
 
-    @property
-    def acme_directory(self) -> str:
-        return self.acme_server
-
 
 def _read_values(environ: Mapping[str, str], cwd: Path) -> tuple[dict[str, str], Path]:
     env_file = environ.get("ENV_FILE", "").strip()

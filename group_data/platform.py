@@ -63,7 +63,6 @@ platform_healthcheck = "wget -q -O /dev/null http://127.0.0.1:{port}{path}"
 platform_compose_wait_seconds = 180
 
 # nginx
-nginx_sites = ["landing", "app", "admin", "api"]
 nginx_landing_root = "/var/www/landing"
 nginx_acme_root = "/var/www/letsencrypt"
 nginx_htpasswd = "/etc/nginx/.htpasswd"

@@ -24,8 +24,12 @@ pytestmark = pytest.mark.testbed
 MARKER = ".mindroom-e2e-marker"
 
 
-def _testbed(command: str) -> list[str]:
-    return [sys.executable, "-m", "tests.testbed", command]
+# Two Dokku servers and the platform: the platform key, DOKKU_HOSTS and the tests cover every Dokku host.
+DOKKU_SERVERS = 2
+
+
+def _testbed(*command: str) -> list[str]:
+    return [sys.executable, "-m", "tests.testbed", *command]
 
 
 def _settings():
@@ -107,7 +111,7 @@ def test_platform_end_to_end(tmp_path_factory):
     token = secrets.token_hex(8)
     failure = None
     try:
-        runner.run("testbed up", _testbed("up"))
+        runner.run("testbed up", _testbed("up", "--dokku-servers", str(DOKKU_SERVERS)))
         runner.run("bootstrap apply", steps.apply())
         runner.run("deploy", steps.deploy())
         _write_markers(runner, token)

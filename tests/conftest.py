@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import subprocess
 
 import pytest
 
@@ -28,3 +29,12 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def _testbed_unavailable(request):
     pytest.fail(f"testbed test cannot run: {request.config._testbed_missing}; deselect it with -m 'not testbed'")
+
+
+@pytest.fixture
+def private_key_file(tmp_path):
+    """A throwaway ed25519 private key made at run time (tests that feed a private key where a public one
+    belongs)."""
+    path = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "test", "-f", str(path)], check=True)
+    return path

@@ -125,13 +125,11 @@ BAD_INPUT = [
 
 @pytest.mark.parametrize("overrides, message, asks_api", BAD_INPUT, ids=[case[1][:40] for case in BAD_INPUT])
 @pytest.mark.parametrize("command", ["plan", "apply"])
-def test_bad_input_fails_with_one_line_before_anything_is_created(tmp_path, started, overrides, message, asks_api,
-                                                                  command):
+def test_bad_input_fails_with_one_line_before_anything_is_created(tmp_path, started, private_key_file, overrides,
+                                                                  message, asks_api, command):
     fake = started()
     h = Harness(tmp_path, fake)
-    private = tmp_path / "id_ed25519"
-    private.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaA==\n-----END OPENSSH PRIVATE KEY-----\n")
-    special = {"PRIVATE": str(private), "ADMIN": h.env["SSH_PUBLIC_KEY_PATH"]}
+    special = {"PRIVATE": str(private_key_file), "ADMIN": h.env["SSH_PUBLIC_KEY_PATH"]}
     overrides = {key: special.get(value, value) for key, value in overrides.items()}
     result = h.run(command, "--yes", **overrides) if command == "apply" else h.run(command, **overrides)
     assert result.code == 1

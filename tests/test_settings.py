@@ -76,13 +76,11 @@ def test_platform_secrets_are_required_by_name(tmp_path):
         load(tmp_path).platform_secrets()
 
 
-def test_public_key_validation(tmp_path):
+def test_public_key_validation(tmp_path, private_key_file):
     good = tmp_path / "good.pub"
     good.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG0= admin@example\n")
     assert read_public_key(good, "SSH_PUBLIC_KEY_PATH").startswith("ssh-ed25519 ")
-    private = tmp_path / "id_ed25519"
-    private.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nxxx\n-----END OPENSSH PRIVATE KEY-----\n")
     with pytest.raises(SettingsError, match="SSH_PUBLIC_KEY_PATH.*not an OpenSSH public key"):
-        read_public_key(private, "SSH_PUBLIC_KEY_PATH")
+        read_public_key(private_key_file, "SSH_PUBLIC_KEY_PATH")
     with pytest.raises(SettingsError, match="does not exist"):
         read_public_key(tmp_path / "nope.pub", "SSH_PUBLIC_KEY_PATH")

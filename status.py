@@ -44,9 +44,8 @@ if "platform" in host.groups:
     )
     certificate = host.get_fact(Certificate, path=certificate_path(host.data.domain))
     lines = [f"{host.name}:", f"  {'service':<20}{'container':<12}{'health':<12}{'port':<12}/health"]
-    for name, state, health, port_status, health_body in rows:
-        port = next(service.host_port for service in PLATFORM_SERVICES if service.name == name)
-        lines.append(f"  {name:<20}{state:<12}{health:<12}{port}:{port_status or '---':<7}{health_body}")
+    for service, (name, state, health, port_status, health_body) in zip(PLATFORM_SERVICES, rows):
+        lines.append(f"  {name:<20}{state:<12}{health:<12}{service.host_port}:{port_status or '---':<7}{health_body}")
     if certificate:
         lines.append(f"  TLS certificate: {', '.join(certificate['names'])}; expires {certificate['not_after']}")
     else:

@@ -21,7 +21,7 @@ from pyinfra import host, inventory
 from pyinfra.api import OperationError, StringCommand, deploy
 
 from tasks import dokku, ops, snapshot
-from tasks.platform import TEMPLATES, platform_directory
+from tasks.platform import TEMPLATES, dokku_hosts, platform_directory
 from tasks.snapshot import snapshot_operation
 
 HOST_KEY = "/etc/ssh/ssh_host_ed25519_key.pub"
@@ -44,10 +44,6 @@ def _platform_host():
     return platform_hosts[0] if platform_hosts else None
 
 
-def _dokku_hosts():
-    return sorted(inventory.get_group("dokku", default=[]), key=lambda dokku_host: dokku_host.name)
-
-
 def _first_line(on, path: str) -> str | None:
     lines = snapshot.read(on=on)["contents"].get(path)
     return lines[0].strip() if lines else None
@@ -67,11 +63,11 @@ def platform_key():
     platform_directory()
     ed25519_key(name=f"Generate the platform key {data.platform_key_path} (once)", path=data.platform_key_path,
                 comment=data.platform_key_comment)
-    dokku_hosts = _dokku_hosts()
-    for dokku_host in dokku_hosts:
+    hosts = dokku_hosts()
+    for dokku_host in hosts:
         snapshot.ask(on=dokku_host, contents=[HOST_KEY])
     known_hosts(name=f"Render {data.platform_known_hosts_path}", path=data.platform_known_hosts_path,
-                dokku_hosts=dokku_hosts)
+                dokku_hosts=hosts)
 
 
 @snapshot_operation(lambda **_: {})

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import shlex
 from pathlib import PurePosixPath
@@ -48,10 +49,16 @@ def compose_up(compose_file: str, env_file: str, project: str, services: list[st
            f"--remove-orphans --wait --wait-timeout {int(wait_seconds)}")
 
 
+def dokku_hosts() -> list:
+    """The inventory's Dokku hosts, dokku-1 first (by private IP: 10.0.1.10, .11, ...; names would put
+    dokku-10 before dokku-2)."""
+    return sorted(inventory.get_group("dokku", default=[]),
+                  key=lambda dokku_host: ipaddress.ip_address(dokku_host.data.private_ip))
+
+
 def dokku_private_ips() -> list[str]:
-    """Private IPs of every Dokku host, in server-name order (dokku-1 first)."""
-    dokku_hosts = sorted(inventory.get_group("dokku", default=[]), key=lambda dokku_host: dokku_host.name)
-    return [dokku_host.data.private_ip for dokku_host in dokku_hosts]
+    """Private IPs of every Dokku host, dokku-1 first."""
+    return [dokku_host.data.private_ip for dokku_host in dokku_hosts()]
 
 
 def environment() -> dict[str, str]:

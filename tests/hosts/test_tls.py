@@ -63,4 +63,5 @@ def test_renewal_dry_run(host):
         if "Another instance of Certbot is already running" not in result.stderr:
             break
         time.sleep(10)
-    assert result.rc == 0, result.stderr[-2000:]
+    log = host.run("tail -n 40 /var/log/letsencrypt/letsencrypt.log").stdout
+    assert result.rc == 0, f"{result.stdout[-1000:]}\n{result.stderr[-2000:]}\nletsencrypt.log:\n{log}"

@@ -90,6 +90,16 @@ def _check_dry_runs(runner: steps.Runner, workdir: Path) -> None:
         raise steps.StepFailed(f"the dry run did not show the template's diff:\n{output[-3000:]}")
 
 
+def _check_certificate_issued(deploy_output: str) -> None:
+    """The first deploy gets the certificate: Pebble, DNS and nginx are all there, so TLS must not be pending."""
+    pending = [line for line in deploy_output.splitlines() if "TLS PENDING" in line]
+    if pending:
+        pebble_log = layout.LAB / "pebble" / "pebble.log"
+        tail = pebble_log.read_text(errors="replace").splitlines()[-40:] if pebble_log.is_file() else []
+        raise steps.StepFailed("the first deploy left TLS pending:\n" + "\n".join(pending)
+                               + "\n\nPebble's log, last lines:\n" + "\n".join(tail))
+
+
 def _check_no_secret_in_logs(runner: steps.Runner) -> None:
     """No step printed a secret: not the token, the Stripe/Supabase/registry values, nor the admin password."""
     settings = _settings()
@@ -113,7 +123,7 @@ def test_platform_end_to_end(tmp_path_factory):
     try:
         runner.run("testbed up", _testbed("up", "--dokku-servers", str(DOKKU_SERVERS)))
         runner.run("bootstrap apply", steps.apply())
-        runner.run("deploy", steps.deploy())
+        _check_certificate_issued(runner.run("deploy", steps.deploy(), with_stderr=True))
         _write_markers(runner, token)
         totals = steps.json_totals(runner.run("second deploy", steps.deploy("--json")))
         steps.assert_no_changes(totals)

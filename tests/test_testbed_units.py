@@ -1,5 +1,6 @@
 """The testbed's pure logic: settings file, names, DNS mapping, pyinfra totals, PID files (no root needed)."""
 
+import shutil
 import stat
 import subprocess
 import time
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from settings import load_settings
-from tests.testbed import cloudhooks, envfile, layout, network, procs, steps
+from tests.testbed import cloudhooks, envfile, layout, network, pebble, procs, steps
 
 
 def test_env_file_is_private_and_loads_as_the_project_settings(tmp_path):
@@ -31,6 +32,15 @@ def test_generated_secrets_are_random_and_stable_per_lab(tmp_path):
     assert envfile.generated_values(tmp_path / "a") == first
     assert envfile.generated_values(tmp_path / "b")["HCLOUD_TOKEN"] != first["HCLOUD_TOKEN"]
     assert stat.S_IMODE((tmp_path / "a/generated.env").stat().st_mode) == 0o600
+
+
+def test_pebble_reads_every_variable_the_testbed_sets():
+    """A misspelt PEBBLE_* variable is silently ignored (a wrong nonce-reject name once left certbot failing
+    at random): each one set must be a name the installed pebble binary contains."""
+    binary = Path(shutil.which("pebble") or pytest.fail("pebble is not installed (.ci/run installs it)"))
+    strings = binary.read_bytes()  # Go packs its string constants without separators: look for substrings
+    assert b"PEBBLE_WNONCEREJECT" not in strings
+    assert [name for name in pebble.PEBBLE_ENV if name.encode() not in strings] == []
 
 
 def test_env_file_quotes_spaces_and_refuses_quotes():

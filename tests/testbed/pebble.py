@@ -19,6 +19,13 @@ ACME_PORT = 14000
 MANAGEMENT_PORT = 15000
 DNS_PORT = 8053
 CHALLTESTSRV_MANAGEMENT_PORT = 8055
+PEBBLE_ENV = {
+    "PEBBLE_VA_NOSLEEP": "1",  # no random validation delay
+    "PEBBLE_AUTHZREUSE": "0",  # every order is validated for real
+    # Pebble rejects 5% of valid nonces by default to test clients; certbot retries a rejected nonce once, so
+    # about one certbot run in twenty failed at random (first issuance, renew --dry-run), proving nothing.
+    "PEBBLE_WFE_NONCEREJECT": "0",
+}
 
 
 def _dir(lab: Path) -> Path:
@@ -45,12 +52,8 @@ def start(lab: Path, bridge_ip: str) -> dict[str, str]:
         "-http01", "", "-https01", "", "-tlsalpn01", "", "-defaultIPv4", "", "-defaultIPv6", "",
     ], (bridge_ip, CHALLTESTSRV_MANAGEMENT_PORT))
     (directory / "bridge_ip").write_text(bridge_ip)
-    # NOSLEEP: no random validation delay; AUTHZREUSE=0: every order is validated for real.
     _daemon(directory, "pebble", ["pebble", "-config", str(config), "-dnsserver", f"{bridge_ip}:{DNS_PORT}"],
-            (bridge_ip, ACME_PORT), env={**os.environ, "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_AUTHZREUSE": "0",
-                 # Pebble rejects 5% of valid nonces by default to test clients; certbot's renew --dry-run
-                 # in the host tests then fails at random, which proves nothing about the deploy.
-                 "PEBBLE_WNONCEREJECT": "0"})
+            (bridge_ip, ACME_PORT), env={**os.environ, **PEBBLE_ENV})
     return {"ACME_SERVER": f"https://{bridge_ip}:{ACME_PORT}/dir", "ACME_CA_BUNDLE": str(ca_cert)}
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from settings import MOUNT_POINTS, load_settings
 from tasks.nginx import PASSWORD_FILE
-from tests.testbed import layout, steps
+from tests.testbed import layout, pebble, steps
 
 pytestmark = pytest.mark.testbed
 MARKER = ".mindroom-e2e-marker"
@@ -94,7 +94,7 @@ def _check_certificate_issued(deploy_output: str) -> None:
     """The first deploy gets the certificate: Pebble, DNS and nginx are all there, so TLS must not be pending."""
     pending = [line for line in deploy_output.splitlines() if "TLS PENDING" in line]
     if pending:
-        pebble_log = layout.LAB / "pebble" / "pebble.log"
+        pebble_log = pebble.log_file(layout.LAB)
         tail = pebble_log.read_text(errors="replace").splitlines()[-40:] if pebble_log.is_file() else []
         raise steps.StepFailed("the first deploy left TLS pending:\n" + "\n".join(pending)
                                + "\n\nPebble's log, last lines:\n" + "\n".join(tail))

@@ -62,6 +62,11 @@ def _daemon(directory: Path, name: str, argv: list[str], address: tuple[str, int
     procs.wait_for(lambda: procs.port_open(*address), 15, f"{name} on {address[0]}:{address[1]}")
 
 
+def log_file(lab: Path) -> Path:
+    """Pebble's own log: what it asked, fetched and rejected (the gate quotes it when issuance fails)."""
+    return _dir(lab) / "pebble.log"
+
+
 def set_a_records(lab: Path, records: dict[str, str]) -> None:
     """Answer A queries for each fqdn with its IPv4 address (what the validator resolves)."""
     bridge_ip = (_dir(lab) / "bridge_ip").read_text()

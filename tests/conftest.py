@@ -11,7 +11,7 @@ def _testbed_missing() -> str:
     if os.geteuid() != 0:
         return "it needs root (network namespaces, nspawn, loop devices)"
     if not shutil.which("systemd-nspawn"):
-        return "systemd-nspawn is missing (apt-get install systemd-container; .ci/run installs it)"
+        return "systemd-nspawn is missing (apt-get install systemd-container; ./dev test installs it as root)"
     return ""
 
 

@@ -113,7 +113,14 @@ def _check_no_secret_in_logs(runner: steps.Runner) -> None:
         raise steps.StepFailed(f"secret values (by index) appear in step logs: {leaks}")
 
 
-def test_platform_end_to_end(tmp_path_factory):
+def _host_tests(runner: steps.Runner, capsys, when: str) -> None:
+    """The host tests, each named with its result in the gate's own output (CI shows it), not only in a log."""
+    with capsys.disabled():
+        print(f"\n----- host tests {when} -----", flush=True)
+        runner.run(f"host tests {when}", steps.host_tests(verbose=True), echo=True)
+
+
+def test_platform_end_to_end(tmp_path_factory, capsys):
     if Path(f"/sys/class/net/{layout.PUBLIC_BRIDGE}").exists() or layout.LAB.exists():
         pytest.fail(f"a testbed is already up ({layout.LAB}); the gate makes its own: run "
                     "`python -m tests.testbed down` first", pytrace=False)
@@ -129,10 +136,10 @@ def test_platform_end_to_end(tmp_path_factory):
         steps.assert_no_changes(totals)
         _check_markers(runner, token, "after the second deploy")
         _check_dry_runs(runner, tmp_path_factory.mktemp("dry-run"))
-        runner.run("host tests", steps.host_tests())
+        _host_tests(runner, capsys, "after the deploys")
         runner.run("reboot every host", steps.reboot())
         _check_markers(runner, token, "after the reboot")
-        runner.run("host tests after the reboot", steps.host_tests())
+        _host_tests(runner, capsys, "after the reboot")
         runner.run("bootstrap destroy", steps.destroy())
         _check_no_secret_in_logs(runner)
     except steps.StepFailed as error:

@@ -37,7 +37,7 @@ def test_generated_secrets_are_random_and_stable_per_lab(tmp_path):
 def test_pebble_reads_every_variable_the_testbed_sets():
     """A misspelt PEBBLE_* variable is silently ignored (a wrong nonce-reject name once left certbot failing
     at random): each one set must be a name the installed pebble binary contains."""
-    binary = Path(shutil.which("pebble") or pytest.fail("pebble is not installed (.ci/run installs it)"))
+    binary = Path(shutil.which("pebble") or pytest.fail("pebble is not installed (./dev test installs it as root)"))
     strings = binary.read_bytes()  # Go packs its string constants without separators: look for substrings
     assert b"PEBBLE_WNONCEREJECT" not in strings
     assert [name for name in pebble.PEBBLE_ENV if name.encode() not in strings] == []
@@ -127,6 +127,20 @@ def test_step_failure_names_the_step_and_shows_its_log(tmp_path):
     assert runner.run("echo", ["sh", "-c", "echo out; echo err >&2"]) == "out\n"
     with pytest.raises(steps.StepFailed, match=r"(?s)step 'broken' failed \(3\).*boom"):
         runner.run("broken", ["sh", "-c", "echo boom >&2; exit 3"])
+
+
+def test_echoed_step_shows_each_line_as_it_comes_and_logs_it(tmp_path, capsys):
+    runner = steps.Runner(tmp_path)
+    output = runner.run("echoed", ["sh", "-c", "echo one; echo two >&2"], echo=True)
+    assert output == "one\ntwo\n"
+    assert capsys.readouterr().out.startswith("one\ntwo\n")
+    assert "one\ntwo\n" in next(tmp_path.glob("*-echoed.log")).read_text()
+
+
+def test_step_running_over_its_timeout_is_killed_and_named(tmp_path):
+    runner = steps.Runner(tmp_path)
+    with pytest.raises(steps.StepFailed, match=r"step 'slow' failed \(timeout after 1s\)"):
+        runner.run("slow", ["sh", "-c", "echo started; exec sleep 30"], timeout=1)
 
 
 def test_guest_image_customisation(tmp_path):

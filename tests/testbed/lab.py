@@ -28,7 +28,8 @@ def check_host() -> None:
     if not Path("/usr/sbin/apt-cacher-ng").exists():
         missing.append("apt-cacher-ng")
     if missing:
-        raise procs.LabError(f"missing host tools: {', '.join(missing)} (.ci/run installs them)")
+        raise procs.LabError(f"missing host tools: {', '.join(missing)} "
+                             "(as root, ./dev rehearse and ./dev test install them)")
 
 
 def ssh_keys(lab: Path) -> None:

@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -41,8 +42,9 @@ def reboot() -> list[str]:
     return deploy(deploy_file=str(Path(__file__).with_name("reboot.py").relative_to(layout.REPO_ROOT)))
 
 
-def host_tests() -> list[str]:
-    return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/hosts"]
+def host_tests(verbose: bool = False) -> list[str]:
+    """The testinfra suite against the lab; `verbose` names every test with its result."""
+    return [sys.executable, "-m", "pytest", "-v" if verbose else "-q", "-p", "no:cacheprovider", "tests/hosts"]
 
 
 class Runner:
@@ -57,24 +59,21 @@ class Runner:
         log_dir.mkdir(parents=True, exist_ok=True)
 
     def run(self, name: str, argv: list[str], timeout: float = 900, cwd: Path = layout.REPO_ROOT,
-            with_stderr: bool = False) -> str:
+            with_stderr: bool = False, echo: bool = False) -> str:
         """Run one step in cwd; return its stdout (stderr goes to the log too, and into the returned text
-        with_stderr). Raise StepFailed when it fails."""
+        with_stderr). With `echo`, every line is also printed as it comes (stdout and stderr together).
+        Raise StepFailed when it fails."""
         self.count += 1
         log = self.log_dir / f"{self.count:02d}-{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}.log"
         began = time.monotonic()
         with open(log, "w") as handle:
             handle.write(f"$ {' '.join(argv)}\n")
             handle.flush()
-            try:
-                result = subprocess.run(argv, cwd=cwd, env=self.env, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT if with_stderr else handle, text=True,
-                                        timeout=timeout)
-                code = result.returncode
-                stdout = result.stdout
-            except subprocess.TimeoutExpired as expired:
-                code, stdout = f"timeout after {timeout:.0f}s", expired.stdout or ""
-                stdout = stdout.decode() if isinstance(stdout, bytes) else stdout
+            stderr = subprocess.STDOUT if with_stderr or echo else handle
+            with subprocess.Popen(argv, cwd=cwd, env=self.env, stdout=subprocess.PIPE, stderr=stderr,
+                                  text=True) as process:
+                stdout, expired = _collect(process, timeout, echo)
+            code = f"timeout after {timeout:.0f}s" if expired else process.returncode
             handle.write(stdout)
         took = time.monotonic() - began
         self.timings[name] = took
@@ -82,6 +81,23 @@ class Runner:
             raise StepFailed(f"step '{name}' failed ({code}) after {took:.0f}s; log {log}:\n{tail(log)}")
         print(f"[{time.monotonic() - self.started:6.0f}s] {name}: ok ({took:.1f}s)", flush=True)
         return stdout
+
+
+def _collect(process: subprocess.Popen, timeout: float, echo: bool) -> tuple[str, bool]:
+    """The process's output until it ends, and whether it was killed for running over `timeout` seconds."""
+    expired = threading.Event()
+    timer = threading.Timer(timeout, lambda: (expired.set(), process.kill()))
+    timer.start()
+    lines = []
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if echo:
+                print(line, end="", flush=True)
+        process.wait()
+    finally:
+        timer.cancel()
+    return "".join(lines), expired.is_set()
 
 
 def tail(path: Path, lines: int = TAIL_LINES) -> str:

@@ -61,6 +61,7 @@ def cmd_plan(settings: Settings, args, out) -> int:
 
 
 def cmd_apply(settings: Settings, args, out) -> int:
+    outputs.check_writable(settings.outputs_file)
     ctx = prepare(settings)
     steps = make_plan(ctx)
     print(render(steps, _title(settings, "Plan")), file=out)
@@ -92,6 +93,7 @@ def cmd_destroy(settings: Settings, args, out) -> int:
 
 
 def cmd_output(settings: Settings, args, out) -> int:
+    outputs.check_writable(settings.outputs_file)
     client = connect(settings)
     ctx = Context(client=client, settings=settings, observed=observe(client, settings))
     data = _write_outputs(ctx, None, reobserve=False)

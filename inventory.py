@@ -4,7 +4,9 @@ It reads bootstrap's outputs file (OUTPUTS_FILE), not the API, so it needs no to
 Each host carries what its tasks need: its role, private IP and volume device.
 """
 
+import ipaddress
 import json
+import re
 import sys
 
 # ROLES imported under a private name: pyinfra would take a module-level tuple of strings for a host group.
@@ -18,7 +20,23 @@ def _load_servers(settings):
         raise SettingsError(
             f"OUTPUTS_FILE={str(settings.outputs_file)!r} does not exist; run `python bootstrap.py apply` first"
         ) from None
-    return outputs["servers"]
+    except (OSError, ValueError) as error:
+        raise SettingsError(f"OUTPUTS_FILE={str(settings.outputs_file)!r} cannot be read as JSON ({error}); "
+                            "run `python bootstrap.py output` to write it again") from None
+    servers = outputs.get("servers") if isinstance(outputs, dict) else None
+    if not isinstance(servers, list) or not all(map(_valid_server, servers)):
+        raise SettingsError(f"OUTPUTS_FILE={str(settings.outputs_file)!r} lacks servers with name, role, ipv4 and "
+                            "private_ip; run `python bootstrap.py output` to write it again")
+    return servers
+
+
+def _valid_server(server) -> bool:
+    """The fields the hosts are built from, well-formed (the IPs end up in authorized_keys and compose.yaml)."""
+    try:
+        ipaddress.ip_address(server["ipv4"]), ipaddress.ip_address(server["private_ip"])
+        return server["role"] in _ROLES and re.fullmatch(r"[a-z0-9-]{1,63}", server["name"]) is not None
+    except (TypeError, KeyError, ValueError):
+        return False
 
 
 def _host(server, settings):

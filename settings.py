@@ -7,13 +7,18 @@ no literal. Bad values raise SettingsError with one line that names the setting 
 
 from __future__ import annotations
 
+import base64
+import difflib
 import ipaddress
 import os
 import re
+import sys
+import unicodedata
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
@@ -99,11 +104,21 @@ class SettingsError(Exception):
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
-_DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}[a-z0-9]$")
-_ENVIRONMENT_RE = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
-_SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{0,62}$")
-_VERSION_RE = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+$")
-_PUBLIC_KEY_RE = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+( .*)?$")
+_DOMAIN_RE = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}[a-z0-9]")
+_ENVIRONMENT_RE = re.compile(r"[a-z][a-z0-9-]{0,19}")
+_SLUG_RE = re.compile(r"[a-z0-9][a-z0-9.-]{0,62}")
+_VERSION_RE = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+")
+_PUBLIC_KEY_RE = re.compile(r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) ([A-Za-z0-9+/]+={0,2})( [ -~]*)?")
+# Docker's reference grammar (distribution/reference): a tag, and a registry host with an optional port.
+_IMAGE_TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_REGISTRY_RE = re.compile(r"(?=[^:/]{1,253}([:/]|$))([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
+                          r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*(:[0-9]{1,5})?"
+                          r"(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*){0,8}")
+_REGISTRY_USER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,254}")
+_EMAIL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@" + _DOMAIN_RE.pattern)
+# What a URL setting may contain (RFC 3986 unreserved, '/', ':', '%', '@'-free): no quotes, '$', '#', ';', spaces.
+_URL_CHARS_RE = re.compile(r"[A-Za-z0-9._~:/?&=%+,-]{1,2048}")
+_CIDR_RE = re.compile(r"[0-9A-Fa-f:.]+(/[0-9]{1,3})?")
 _SECRET_NAMES = (
     "HCLOUD_TOKEN",
     "SUPABASE_SERVICE_KEY",
@@ -126,6 +141,41 @@ PLATFORM_SECRET_NAMES = (
     "REGISTRY_TOKEN",
     "LETSENCRYPT_EMAIL",
 )
+# Every key the project reads (bootstrap, group data, the host tests, the testbed's .env.testbed): the one list.
+# Settings.get refuses any other name, and a dotenv file's other keys get a warning naming the nearest of these.
+KNOWN_SETTINGS = frozenset((
+    "ENV_FILE", "HCLOUD_TOKEN", "HCLOUD_ENDPOINT", "HCLOUD_POLL_INTERVAL", "HCLOUD_RETRY_BACKOFF", "HCLOUD_TIMEOUT",
+    "ENVIRONMENT", "DOMAIN", "LOCATION", "SERVER_IMAGE", "DOKKU_SERVER_TYPE", "PLATFORM_SERVER_TYPE",
+    "DOKKU_SERVERS", "DOKKU_VOLUME_SIZE", "PLATFORM_VOLUME_SIZE", "ENABLE_BACKUPS", "ADMIN_IPS",
+    "SSH_PUBLIC_KEY_PATH", "SSH_PRIVATE_KEY_PATH", "DOKKU_PROVISIONER_KEY_PATH", "DNS_ZONE", "MATRIX_FEDERATION",
+    "OUTPUTS_FILE", "SECRETS_DIR", "SSH_STRICT_HOST_KEY_CHECKING", "SSH_KNOWN_HOSTS_FILE",
+    "DOKKU_VERSION", "DOKKU_APT_REPO_URL", "DOKKU_APT_KEY_URL", "DOKKU_APT_SUITE",
+    "LETSENCRYPT_STAGING", "ACME_SERVER", "ACME_CA_BUNDLE", "SERVICE_IMAGE_TAG", "REGISTRY_CA_CERT",
+    *PLATFORM_SECRET_NAMES,
+))
+# Values written into /opt/platform/.env, single-quoted. compose's dotenv parser (compose-go dotenv/parser.go) takes
+# a single-quoted value literally but skips a quote after a backslash: neither may be in the value.
+DOTENV_NAMES = ("HCLOUD_TOKEN", *PLATFORM_SECRET_NAMES)
+DOTENV_FORBIDDEN = "'\\"
+# ADMIN_IPS: never these (no admin connects from them), and at most this many addresses per family in total.
+_NOT_ADMIN_SOURCES = (
+    ("loopback", ("127.0.0.0/8", "::1/128")),
+    ("link-local", ("169.254.0.0/16", "fe80::/10")),
+    ("multicast", ("224.0.0.0/4", "ff00::/8")),
+    ("unspecified ('this network')", ("0.0.0.0/8", "::/128")),
+    ("reserved or broadcast", ("240.0.0.0/4",)),
+    ("IPv4-mapped", ("::ffff:0:0/96",)),
+)
+_IPV6_UNICAST = tuple(ipaddress.ip_network(net) for net in ("2000::/3", "fc00::/7"))  # global, unique local
+ADMIN_IPS_MAX_PREFIX = {4: 16, 6: 48}  # the sum of all entries: at most one /16 of IPv4, one /48 of IPv6
+# Against a remote API (Hetzner: 3,600 requests an hour per project) no client setting may poll faster than this.
+MIN_REMOTE_POLL_INTERVAL = 1.0
+MIN_REMOTE_RETRY_BACKOFF = 0.5
+
+
+def _show(raw: str) -> str:
+    """A value for an error message: repr, cut short."""
+    return repr(raw if len(raw) <= 80 else raw[:80] + "...")
 
 
 def _bool(name: str, raw: str) -> bool:
@@ -134,24 +184,116 @@ def _bool(name: str, raw: str) -> bool:
         return True
     if value in _FALSE:
         return False
-    raise SettingsError(f"{name}={raw!r} is not a boolean; use true or false")
+    raise SettingsError(f"{name}={_show(raw)} is not a boolean; use true or false")
 
 
-def _int(name: str, raw: str, low: int, high: int, kind: type = int) -> int:
-    try:
-        value = kind(raw)
-    except ValueError:
+def _int(name: str, raw: str, low: float, high: float, kind: type = int) -> int:
+    # ASCII digits only: int() and float() also take '1_0', unicode digits, 'nan', 'inf' and '1e3'.
+    pattern = r"[0-9]{1,6}" if kind is int else r"[0-9]{1,6}(\.[0-9]{1,6})?"
+    if not re.fullmatch(pattern, raw):
         what = "a whole number" if kind is int else "a number"
-        raise SettingsError(f"{name}={raw!r} is not {what}; allowed: {low} to {high}") from None
+        raise SettingsError(f"{name}={_show(raw)} is not {what}; allowed: {low:g} to {high:g}")
+    value = kind(raw)
     if not low <= value <= high:
-        raise SettingsError(f"{name}={value} is out of range; allowed: {low} to {high}")
+        raise SettingsError(f"{name}={value:g} is out of range; allowed: {low:g} to {high:g}")
     return value
 
 
 def _match(name: str, raw: str, pattern: re.Pattern, allowed: str) -> str:
-    if not pattern.match(raw):
-        raise SettingsError(f"{name}={raw!r} is invalid; allowed: {allowed}")
+    if not pattern.fullmatch(raw):
+        raise SettingsError(f"{name}={_show(raw)} is invalid; allowed: {allowed}")
     return raw
+
+
+def _is_loopback(hostname: str) -> bool:
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return hostname == "localhost"
+
+
+def _is_local(hostname: str) -> bool:
+    try:
+        address = ipaddress.ip_address(hostname)
+    except ValueError:
+        return hostname == "localhost"
+    return address.is_loopback or address.is_private
+
+
+def _url(name: str, raw: str, plain_http_to=None, example: str = "https://example.org/") -> str:
+    """An http(s) URL without credentials, fragment, spaces, quotes, '$', ';' or '..' segments. Plain http only
+    where plain_http_to(hostname) allows it."""
+    allowed = f"an https:// URL such as {example}"
+    if not raw:
+        raise SettingsError(f"{name} is set but empty; unset it for the default, or give {allowed}")
+    if not _URL_CHARS_RE.fullmatch(raw):
+        raise SettingsError(f"{name}={_show(raw)} has characters a URL setting may not hold (quotes, spaces, $, #, ;, "
+                            f"@, non-ASCII); allowed: {allowed}")
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018 - raises for a port that is not a number
+    except ValueError:
+        raise SettingsError(f"{name}={_show(raw)} is not a URL; allowed: {allowed}") from None
+    hostname = parts.hostname or ""
+    plain_ok = parts.scheme == "http" and plain_http_to is not None and plain_http_to(hostname)
+    if parts.scheme != "https" and not plain_ok:
+        why = " (plain http only to a local address)" if parts.scheme == "http" and plain_http_to else ""
+        raise SettingsError(f"{name}={_show(raw)} is not https{why}; allowed: {allowed}")
+    if not hostname or parts.username is not None or parts.fragment or set(parts.path.split("/")) & {".", ".."}:
+        raise SettingsError(f"{name}={_show(raw)} must name a host, with no user, '#' or '..'; allowed: {allowed}")
+    return raw
+
+
+def unprintable(text: str) -> str | None:
+    """The first character of text that breaks a line or is invisible (control, format, line or paragraph
+    separator), or None."""
+    return next((c for c in text if unicodedata.category(c)[0] == "C" or unicodedata.category(c) in ("Zl", "Zp")),
+                None)
+
+
+def _printable(name: str, raw: str) -> str:
+    """One line of printable text (the value may be a secret: only the character is shown)."""
+    bad = unprintable(raw)
+    if bad is not None:
+        raise SettingsError(f"{name} contains the control character {bad!r}; allowed: one line of printable text")
+    return raw
+
+
+def _dotenv_value(name: str, raw: str) -> str:
+    bad = next((c for c in raw if c in DOTENV_FORBIDDEN), None)
+    if bad is not None:
+        raise SettingsError(f"{name} contains {bad!r}, which /opt/platform/.env cannot hold; allowed: any printable "
+                            "text without single quotes and backslashes")
+    return raw
+
+
+def _admin_network(part: str):
+    if "%" in part:
+        raise SettingsError(f"ADMIN_IPS entry {_show(part)} has an IPv6 scope id (%...); allowed: CIDRs without "
+                            "a zone, such as 2001:db8::1/128")
+    if not _CIDR_RE.fullmatch(part):
+        raise SettingsError(f"ADMIN_IPS entry {_show(part)} is not a CIDR such as 203.0.113.7/32")
+    try:
+        network = ipaddress.ip_network(part)
+    except ValueError as error:
+        try:
+            loose = ipaddress.ip_network(part, strict=False)
+        except ValueError:
+            raise SettingsError(f"ADMIN_IPS entry {_show(part)} is not a CIDR such as 203.0.113.7/32") from None
+        address = part.split("/")[0]
+        raise SettingsError(f"ADMIN_IPS entry {part} has host bits set: write {address}/{loose.max_prefixlen} for "
+                            f"that address or {loose} for its network") from error
+    if network.prefixlen == 0:
+        raise SettingsError(f"ADMIN_IPS must not contain {network} (SSH open to the world); list your own CIDRs")
+    for kind, forbidden in _NOT_ADMIN_SOURCES:
+        for other in map(ipaddress.ip_network, forbidden):
+            if other.version == network.version and network.overlaps(other):
+                raise SettingsError(f"ADMIN_IPS entry {network} overlaps {other} ({kind}), where no admin "
+                                    "connects from; allowed: unicast CIDRs")
+    if network.version == 6 and not any(network.subnet_of(unicast) for unicast in _IPV6_UNICAST):
+        raise SettingsError(f"ADMIN_IPS entry {network} is not IPv6 unicast; allowed: CIDRs in 2000::/3 (global) "
+                            "or fc00::/7 (unique local)")
+    return network
 
 
 def _admin_networks(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
@@ -159,20 +301,53 @@ def _admin_networks(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Net
     if not parts:
         raise SettingsError("ADMIN_IPS is required: comma-separated CIDRs allowed to reach SSH, e.g. 203.0.113.7/32")
     networks = []
-    for part in parts:
-        try:
-            network = ipaddress.ip_network(part, strict=False)
-        except ValueError:
-            raise SettingsError(f"ADMIN_IPS entry {part!r} is not a CIDR such as 203.0.113.7/32") from None
-        if network.prefixlen == 0:
-            raise SettingsError(f"ADMIN_IPS must not contain {network} (SSH open to the world); list your own CIDRs")
+    for network in map(_admin_network, parts):
+        other = next((other for other in networks if other.version == network.version and other.overlaps(network)),
+                     None)
+        if other is not None:
+            raise SettingsError(f"ADMIN_IPS entries {other} and {network} overlap; list each network once")
         networks.append(network)
+    for version, max_prefix in ADMIN_IPS_MAX_PREFIX.items():
+        total = sum(network.num_addresses for network in networks if network.version == version)
+        bits = 32 if version == 4 else 128
+        if total > 2 ** (bits - max_prefix):
+            raise SettingsError(f"ADMIN_IPS opens SSH to {total} IPv{version} addresses; at most {2 ** (bits - max_prefix)}"
+                                f" (one /{max_prefix}) in total are allowed: list your own networks")
     return tuple(networks)
 
 
 def _expand(path: str, base: Path) -> Path:
     expanded = Path(os.path.expanduser(path))
     return expanded if expanded.is_absolute() else base / expanded
+
+
+def check_private_directory(name: str, path: Path) -> None:
+    """A directory for secrets, if it exists, is a directory of ours that nobody else can enter (never chmod-ed:
+    SECRETS_DIR=/tmp must not turn /tmp into 0700)."""
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise SettingsError(f"{name}={str(path)!r} is not a directory; point it at a private directory "
+                            "(created with mode 0700 if missing)")
+    info = path.stat()
+    if info.st_uid != os.geteuid() or info.st_mode & 0o077:
+        raise SettingsError(f"{name}={str(path)!r} is not private (mode {info.st_mode & 0o7777:04o}, owner uid "
+                            f"{info.st_uid}); use a directory only you can read (chmod 700) or a new path")
+
+
+def _pem_file(name: str, raw: str, base: Path) -> str:
+    """A local CA certificate file (uploaded to the hosts), checked when the settings are read."""
+    if not raw:
+        return ""
+    path = _expand(raw, base)
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as error:
+        raise SettingsError(f"{name}={raw!r} cannot be read ({error.strerror}); point it at a PEM CA certificate"
+                            ) from None
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise SettingsError(f"{name}={raw!r} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+    return str(path)
 
 
 @dataclass(frozen=True)
@@ -219,6 +394,8 @@ class Settings:
 
     # -- raw access -------------------------------------------------------------------------------
     def get(self, name: str, default: str = "") -> str:
+        if name not in KNOWN_SETTINGS:
+            raise KeyError(f"{name} is not in settings.KNOWN_SETTINGS; add it there and to .env.example")
         return self.values.get(name, default).strip()
 
     def required(self, name: str, why: str = "") -> str:
@@ -316,13 +493,37 @@ class Settings:
         return f"https://{subdomain}.{self.domain}"
 
 
+_warned: set[tuple[Path, str]] = set()
+
+
+def _warn_unknown_keys(path: Path, keys) -> None:
+    """One stderr line per key of the dotenv file that no part of the project reads (once per process)."""
+    for key in keys:
+        if key in KNOWN_SETTINGS or (path, key) in _warned:
+            continue
+        _warned.add((path, key))
+        nearest = difflib.get_close_matches(key, KNOWN_SETTINGS, n=1)
+        hint = f"; did you mean {nearest[0]}?" if nearest else "; see .env.example"
+        print(f"warning: {path.name}: unknown setting {key} is ignored{hint}", file=sys.stderr)
+
+
 def _read_values(environ: Mapping[str, str], cwd: Path) -> tuple[dict[str, str], Path]:
     env_file = environ.get("ENV_FILE", "").strip()
     path = _expand(env_file or ".env", cwd)
     if env_file and not path.is_file():
         raise SettingsError(f"ENV_FILE={env_file!r} does not exist; point it at a dotenv file")
-    file_values = {k: v or "" for k, v in dotenv_values(path).items()} if path.is_file() else {}
-    return {**file_values, **environ}, path.parent
+    file_values = {}
+    if path.is_file():
+        try:
+            file_values = {k: v or "" for k, v in dotenv_values(path, encoding="utf-8").items()}
+        except UnicodeDecodeError as error:
+            raise SettingsError(f"ENV_FILE={str(path)!r} is not UTF-8 (byte {error.start}); save it as UTF-8 text"
+                                ) from None
+        _warn_unknown_keys(path, file_values)
+    values = {**file_values, **environ}
+    for name in KNOWN_SETTINGS & values.keys():
+        values[name] = _printable(name, values[name].strip())
+    return values, path.parent
 
 
 def load_settings(environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
@@ -331,7 +532,8 @@ def load_settings(environ: Mapping[str, str] | None = None, cwd: Path | None = N
     values, base_dir = _read_values(os.environ if environ is None else environ, cwd)
 
     def get(name: str, default: str = "") -> str:
-        return (values.get(name) or default).strip()
+        assert name in KNOWN_SETTINGS, name
+        return values[name] if name in values else default
 
     environment = _match("ENVIRONMENT", get("ENVIRONMENT", "production"), _ENVIRONMENT_RE,
                          "lowercase letters, digits and '-', starting with a letter, at most 20 characters")
@@ -349,6 +551,12 @@ def load_settings(environ: Mapping[str, str] | None = None, cwd: Path | None = N
     private_default = str(ssh_public_key_path)[: -len(".pub")] if str(ssh_public_key_path).endswith(".pub") else ""
     letsencrypt_staging = _bool("LETSENCRYPT_STAGING", get("LETSENCRYPT_STAGING", "false"))
     acme_default = LETSENCRYPT_STAGING_DIRECTORY if letsencrypt_staging else LETSENCRYPT_DIRECTORY
+    hcloud_endpoint = _url("HCLOUD_ENDPOINT", get("HCLOUD_ENDPOINT", PRODUCTION_HCLOUD_ENDPOINT), _is_loopback,
+                           PRODUCTION_HCLOUD_ENDPOINT).rstrip("/")
+    # The fake cloud on loopback may be polled as fast as a test likes; a remote API may not.
+    remote = not _is_loopback(urlsplit(hcloud_endpoint).hostname)
+    secrets_dir = _expand(get("SECRETS_DIR", f".secrets/{environment}"), base_dir)
+    check_private_directory("SECRETS_DIR", secrets_dir)
 
     settings = Settings(
         values=values,
@@ -367,9 +575,11 @@ def load_settings(environ: Mapping[str, str] | None = None, cwd: Path | None = N
         platform_volume_size=_int("PLATFORM_VOLUME_SIZE", get("PLATFORM_VOLUME_SIZE", "50"), 10, 10240),
         enable_backups=_bool("ENABLE_BACKUPS", get("ENABLE_BACKUPS", "true")),
         matrix_federation=_bool("MATRIX_FEDERATION", get("MATRIX_FEDERATION", "false")),
-        hcloud_endpoint=get("HCLOUD_ENDPOINT", PRODUCTION_HCLOUD_ENDPOINT).rstrip("/"),
-        hcloud_poll_interval=_int("HCLOUD_POLL_INTERVAL", get("HCLOUD_POLL_INTERVAL", "1"), 0, 60, float),
-        hcloud_retry_backoff=_int("HCLOUD_RETRY_BACKOFF", get("HCLOUD_RETRY_BACKOFF", "1"), 0, 60, float),
+        hcloud_endpoint=hcloud_endpoint,
+        hcloud_poll_interval=_int("HCLOUD_POLL_INTERVAL", get("HCLOUD_POLL_INTERVAL", "1"),
+                                  MIN_REMOTE_POLL_INTERVAL if remote else 0.001, 60, float),
+        hcloud_retry_backoff=_int("HCLOUD_RETRY_BACKOFF", get("HCLOUD_RETRY_BACKOFF", "1"),
+                                  MIN_REMOTE_RETRY_BACKOFF if remote else 0.001, 60, float),
         hcloud_timeout=_int("HCLOUD_TIMEOUT", get("HCLOUD_TIMEOUT", "30"), 0.1, 600, float),
         dns_zone=dns_zone,
         ssh_public_key_path=ssh_public_key_path,
@@ -378,22 +588,48 @@ def load_settings(environ: Mapping[str, str] | None = None, cwd: Path | None = N
         ssh_known_hosts_file=os.path.expanduser(get("SSH_KNOWN_HOSTS_FILE", "~/.ssh/known_hosts")),
         ssh_strict_host_key_checking=_match(
             "SSH_STRICT_HOST_KEY_CHECKING", get("SSH_STRICT_HOST_KEY_CHECKING", "accept-new"),
-            re.compile(r"^(yes|no|accept-new)$"), "yes, no or accept-new"),
+            re.compile(r"yes|no|accept-new"), "yes, no or accept-new"),
         outputs_file=_expand(get("OUTPUTS_FILE", f"outputs.{environment}.json"), base_dir),
-        secrets_dir=_expand(get("SECRETS_DIR", f".secrets/{environment}"), base_dir),
+        secrets_dir=secrets_dir,
         dokku_version=_match("DOKKU_VERSION", get("DOKKU_VERSION", "0.36.4"), _VERSION_RE, "a version such as 0.36.4"),
-        dokku_apt_repo_url=get("DOKKU_APT_REPO_URL", "https://packagecloud.io/dokku/dokku/debian/"),
+        # apt checks the packages' signatures, so the repository may be plain http; its key must not be (but
+        # from a mirror at a local address, as the testbed's).
+        dokku_apt_repo_url=_url("DOKKU_APT_REPO_URL", get("DOKKU_APT_REPO_URL", "https://packagecloud.io/dokku/dokku/debian/"),
+                                lambda hostname: True, "https://packagecloud.io/dokku/dokku/debian/"),
         # Dokku publishes packages per Debian release; bookworm's run on trixie until a trixie suite exists.
         dokku_apt_suite=_match("DOKKU_APT_SUITE", get("DOKKU_APT_SUITE", "bookworm"), _SLUG_RE, "an apt suite such as bookworm"),
-        dokku_apt_key_url=get("DOKKU_APT_KEY_URL", "https://packagecloud.io/dokku/dokku/gpgkey"),
-        acme_server=get("ACME_SERVER", acme_default),
-        acme_ca_bundle=get("ACME_CA_BUNDLE"),
-        registry_ca_cert=get("REGISTRY_CA_CERT"),
-        service_image_tag=get("SERVICE_IMAGE_TAG", "latest"),
+        dokku_apt_key_url=_url("DOKKU_APT_KEY_URL", get("DOKKU_APT_KEY_URL", "https://packagecloud.io/dokku/dokku/gpgkey"),
+                               _is_local, "https://packagecloud.io/dokku/dokku/gpgkey"),
+        acme_server=_url("ACME_SERVER", get("ACME_SERVER", acme_default), None, LETSENCRYPT_DIRECTORY),
+        acme_ca_bundle=_pem_file("ACME_CA_BUNDLE", get("ACME_CA_BUNDLE"), base_dir),
+        registry_ca_cert=_pem_file("REGISTRY_CA_CERT", get("REGISTRY_CA_CERT"), base_dir),
+        service_image_tag=_match("SERVICE_IMAGE_TAG", get("SERVICE_IMAGE_TAG", "latest"), _IMAGE_TAG_RE,
+                                 "a Docker tag: letters, digits, '_', '.', '-', at most 128, e.g. 2026.12.1"),
     )
+    _check_platform_values(get)
     if get("ADMIN_IPS"):
         settings.admin_networks  # validate the format early; required-ness is checked by whoever needs it
     return settings
+
+
+def _check_platform_values(get) -> None:
+    """The format of the values bound for the platform host, where they are set; whether they are required is
+    checked by whoever needs them (Settings.required)."""
+    formats = {
+        "LETSENCRYPT_EMAIL": (_EMAIL_RE, "an email address such as ops@mindroom.chat"),
+        "REGISTRY": (_REGISTRY_RE, "host[:port][/namespace] of the registry, such as ghcr.io/mindroom or 10.0.0.5:5000"),
+        "REGISTRY_USER": (_REGISTRY_USER_RE, "letters, digits and . _ @ + -"),
+    }
+    for name, (pattern, allowed) in formats.items():
+        if get(name):
+            _match(name, get(name), pattern, allowed)
+    if get("SUPABASE_URL"):
+        _url("SUPABASE_URL", get("SUPABASE_URL"), lambda hostname: True, "https://xyz.supabase.co")
+    for name in DOTENV_NAMES:
+        _dotenv_value(name, get(name))
+    if get("HCLOUD_TOKEN") and not re.fullmatch(r"[!-~]+", get("HCLOUD_TOKEN")):
+        raise SettingsError("HCLOUD_TOKEN has characters outside printable ASCII (no spaces); a Hetzner API token "
+                            "is 64 letters and digits")
 
 
 def read_public_key(path: Path, setting: str) -> str:
@@ -401,6 +637,17 @@ def read_public_key(path: Path, setting: str) -> str:
     if not path.is_file():
         raise SettingsError(f"{setting}={str(path)!r} does not exist; point it at an OpenSSH public key (.pub)")
     text = path.read_text(errors="replace").strip()
-    if not _PUBLIC_KEY_RE.match(text) or "\n" in text:
-        raise SettingsError(f"{setting}={str(path)!r} is not an OpenSSH public key (ssh-ed25519/ssh-rsa/ecdsa ...)")
+    match = _PUBLIC_KEY_RE.fullmatch(text)
+    if not match:
+        raise SettingsError(f"{setting}={str(path)!r} is not an OpenSSH public key (ssh-ed25519/ssh-rsa/ecdsa ..., "
+                            "one line of printable ASCII)")
+    # The blob is base64 of the key in SSH wire format, which starts with its own type name.
+    key_type = match.group(1).encode()
+    try:
+        blob = base64.b64decode(match.group(3), validate=True)
+    except ValueError:
+        blob = b""
+    if blob[:4 + len(key_type)] != len(key_type).to_bytes(4, "big") + key_type:
+        raise SettingsError(f"{setting}={str(path)!r}: the key after {match.group(1)} is not the base64 of a "
+                            f"{match.group(1)} key; copy the .pub file again")
     return text

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import tempfile
 from pathlib import Path
 
-from settings import HCLOUD_VOLUME_DEVICE_PREFIX, ROLES, Settings
+from settings import HCLOUD_VOLUME_DEVICE_PREFIX, ROLES, Settings, SettingsError
 
 from .desired import dns_records, ipv6_address
 from .dns import addresses
@@ -44,6 +45,19 @@ def build(settings: Settings, observed: Observed) -> dict:
         "dns_managed": observed.zone is not None,
         "dns_records": [{"type": r.type, "name": r.name, "value": r.value} for r in records],
     }
+
+
+def check_writable(path: Path) -> None:
+    """Raise SettingsError unless write() can replace path: checked before apply changes anything, so a run never
+    creates servers and then fails to record them."""
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(21, "is a directory")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path.parent).close()
+    except OSError as error:
+        raise SettingsError(f"OUTPUTS_FILE={str(path)!r} cannot be written ({error.strerror}); point it at a "
+                            "writable place") from None
 
 
 def write(path: Path, outputs: dict) -> None:

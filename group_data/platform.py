@@ -11,7 +11,6 @@ import sys
 from settings import (
     MOUNT_POINTS, PLATFORM_DIR, PUBLIC_PORTS, SSH_PORT, SWAP_SIZE_MB, SecretValues, SettingsError, load_settings,
 )
-from tasks.nginx import admin_credentials
 
 try:
     _settings = load_settings()
@@ -90,15 +89,9 @@ platform_env = SecretValues({
     "HCLOUD_TOKEN": _hcloud_token,
     **{name: _secrets[name] for name in ["REGISTRY", "REGISTRY_USER", "REGISTRY_TOKEN"]},
 })
-# pyinfra keeps every module-level name but dunders as host data: no loop variables, no unpacking to `_`.
-_unquotable = next((name for name, value in platform_env.items() if "\n" in value or "'" in value), None)
-if _unquotable:
-    sys.exit(f"error: {_unquotable} must be one line without single quotes (it goes into /opt/platform/.env)")
-try:
-    # The admin dashboard's basic-auth password: generated and kept locally (SECRETS_DIR), only its hash here.
-    nginx_admin_password_hash = admin_credentials(_settings)[1]
-except SettingsError as error:
-    sys.exit(f"error: {error}")
+# The admin dashboard's basic-auth password is kept locally in SECRETS_DIR (checked private by the settings);
+# the platform's nginx task makes it on its first run. Loading group data writes nothing.
+nginx_admin_secrets_dir = str(_settings.secrets_dir)
 
 registry = _secrets["REGISTRY"]  # compose's image prefix; the login (/root/.docker/config.json) is for it
 registry_login = SecretValues({"user": _secrets["REGISTRY_USER"], "token": _secrets["REGISTRY_TOKEN"]})

@@ -18,7 +18,7 @@ place on every host, it is one shared node that comes after the key generation; 
 from __future__ import annotations
 
 from pyinfra import host, inventory
-from pyinfra.api import OperationError, StringCommand, deploy
+from pyinfra.api import OperationError, QuoteString, StringCommand, deploy
 
 from tasks import dokku, ops, snapshot
 from tasks.platform import TEMPLATES, dokku_hosts, platform_directory
@@ -35,8 +35,9 @@ def ed25519_key(path: str, comment: str):
     if snapshot.read()["paths"].get(path, "missing") != "missing":
         host.noop(f"{path} exists")
         return
-    yield StringCommand("ssh-keygen", "-q", "-t", "ed25519", "-N", "''", "-C", comment, "-f", path)
-    yield StringCommand("chmod", "600", path)
+    yield StringCommand("ssh-keygen", "-q", "-t", "ed25519", "-N", "''", "-C", QuoteString(comment), "-f",
+                        QuoteString(path))
+    yield StringCommand("chmod", "600", QuoteString(path))
 
 
 def _platform_host():

@@ -6,25 +6,28 @@ enables the variant the certificate allows, validates with `nginx -t` and reload
 configuration it restores the last good one and fails, so an invalid template never takes nginx down.
 The script runs only when a file changed, and from certbot's deploy hook once a certificate is issued.
 
-The admin password is generated locally on the first deploy (SECRETS_DIR/admin-password, 0600) with its bcrypt
-hash beside it, so re-runs upload the same hash; group_data/platform.py calls admin_credentials and hands the
-task the hash only (host data `nginx_admin_password_hash`). `python -m tasks.nginx admin-password` prints it;
+The admin password is generated locally by the first deploy of the platform (SECRETS_DIR/admin-password, 0600;
+the directory is created 0700, an existing one must be private) with its bcrypt hash beside it, so re-runs upload
+the same hash; only the hash reaches the host. Group data names the directory only (`nginx_admin_secrets_dir`):
+loading it writes nothing. `python -m tasks.nginx admin-password` prints it;
 `python -m tasks.nginx rotate-admin-password` makes a new one (the next deploy installs it).
 """
 
 from __future__ import annotations
 
+import os
+import re
 import secrets
 import sys
 from pathlib import Path
 
 import bcrypt
 from pyinfra import host
-from pyinfra.api import deploy
+from pyinfra.api import DeployError, deploy
 from pyinfra.operations import server
 from pyinfra.operations.util import any_changed
 
-from settings import PLATFORM_SERVICES, SettingsError, load_settings
+from settings import PLATFORM_SERVICES, SettingsError, check_private_directory, load_settings
 from tasks import ops
 from tasks.platform import TEMPLATES
 
@@ -36,23 +39,52 @@ HASH_FILE = "admin-password.bcrypt"
 
 
 # -- the admin password, kept locally ----------------------------------------------------------------------
+BCRYPT_MAX_BYTES = 72  # bcrypt reads no further (bcrypt 5 refuses longer passwords)
+_BCRYPT_HASH_RE = re.compile(r"\$2[aby]\$[0-9]{2}\$[./A-Za-z0-9]{53}")
+
+
+def _private_directory(directory: Path) -> None:
+    """SECRETS_DIR made 0700 when missing; an existing one is only checked (never chmod-ed)."""
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as error:
+        raise SettingsError(f"SECRETS_DIR={str(directory)!r} cannot be created ({error.strerror})") from None
+    check_private_directory("SECRETS_DIR", directory)
+
+
 def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.parent.chmod(0o700)
-    path.touch(mode=0o600)
-    path.chmod(0o600)
-    path.write_text(text)
+    """Replace path atomically with a file only its owner can read."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.unlink(missing_ok=True)
+    with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
+        handle.write(text)
+    temporary.replace(path)
 
 
-def admin_credentials(settings, rotate: bool = False) -> tuple[str, str]:
-    """(password, bcrypt hash) of the admin dashboard, generated once in SECRETS_DIR."""
-    password_path, hash_path = settings.secrets_dir / PASSWORD_FILE, settings.secrets_dir / HASH_FILE
+def _read(path: Path) -> str:
+    try:
+        return path.read_bytes().decode().strip()
+    except UnicodeDecodeError:
+        raise SettingsError(f"{path} is not UTF-8 text; delete it to generate a new one") from None
+
+
+def admin_credentials(secrets_dir: Path, rotate: bool = False) -> tuple[str, str]:
+    """(password, bcrypt hash) of the admin dashboard, generated once in SECRETS_DIR. A password bcrypt cannot
+    take or a hash file that is not a bcrypt hash stops with one line: neither is ever deployed."""
+    password_path, hash_path = secrets_dir / PASSWORD_FILE, secrets_dir / HASH_FILE
+    _private_directory(secrets_dir)
     if rotate or not password_path.is_file():
         _write_private(password_path, secrets.token_urlsafe(18) + "\n")
-    password = password_path.read_text().strip()
+    password = _read(password_path)
     if not password:
         raise SettingsError(f"{password_path} is empty; delete it to generate a new admin password")
-    hashed = hash_path.read_text().strip() if hash_path.is_file() else ""
+    if len(password.encode()) > BCRYPT_MAX_BYTES:
+        raise SettingsError(f"the admin password in {password_path} is {len(password.encode())} bytes; bcrypt takes "
+                            f"at most {BCRYPT_MAX_BYTES}: shorten it, or delete it to generate one")
+    hashed = _read(hash_path) if hash_path.is_file() else ""
+    if hashed and not _BCRYPT_HASH_RE.fullmatch(hashed):
+        raise SettingsError(f"{hash_path} is not a bcrypt hash; delete it (the next deploy hashes the password "
+                            "again)")
     # bcrypt is slow by design (about 0.2 s per check, on every deploy): check only a hash not newer than the
     # password file (made before the password was last written) and mark a hash that still matches (touch).
     if hashed and hash_path.stat().st_mtime_ns > password_path.stat().st_mtime_ns:
@@ -85,8 +117,13 @@ def configure():
     # The landing page and .htpasswd are read per request: they need no reload.
     ops.put(name=f"Upload {data.nginx_landing_root}/index.html", src=str(LANDING / "index.html"),
             dest=f"{data.nginx_landing_root}/index.html", mode="644")
+    try:
+        # Made here, where the platform's tasks run, not when group data is loaded: other deploys write nothing.
+        password_hash = admin_credentials(Path(data.nginx_admin_secrets_dir))[1]
+    except SettingsError as error:
+        raise DeployError(str(error)) from None
     ops.secret_file(name=f"Write {data.nginx_htpasswd}", dest=data.nginx_htpasswd,
-                    content=f"{data.nginx_admin_user}:{data.nginx_admin_password_hash}\n", group="www-data", mode="640")
+                    content=f"{data.nginx_admin_user}:{password_hash}\n", group="www-data", mode="640")
     changes = [
         _template("mindroom.conf.j2", "/etc/nginx/conf.d/mindroom.conf"),
         _template("mindroom-proxy.conf.j2", "/etc/nginx/snippets/mindroom-proxy.conf"),
@@ -106,7 +143,7 @@ def main(argv: list[str]) -> int:
         print("usage: python -m tasks.nginx admin-password | rotate-admin-password", file=sys.stderr)
         return 2
     try:
-        password, _ = admin_credentials(load_settings(), rotate=commands[argv[0]])
+        password, _ = admin_credentials(load_settings().secrets_dir, rotate=commands[argv[0]])
     except SettingsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -20,6 +20,7 @@ from pyinfra.api.util import get_file_sha1, get_template
 from pyinfra.facts.files import FileContents
 from pyinfra.operations.util.files import generate_color_diff
 
+from settings import unprintable
 from tasks import snapshot
 from tasks.snapshot import snapshot_operation
 
@@ -111,12 +112,25 @@ def write(dest: str, content: bytes, mode: str, user: str = "root", group: str =
         yield f"mv -f {_q(target)} {_q(dest)}"
 
 
+def _check_one_line_values(dest: str, data: dict, where: str = "") -> None:
+    """Every string handed to a template is one line of printable text: no value can add a line (a `server =`
+    to cli.ini, a `Trusted: yes` to an apt source) whatever the template does with it. The settings refuse such
+    values already; this is the second check, where they land."""
+    for key, value in data.items() if isinstance(data, dict) else enumerate(data):
+        name = f"{where}{key}"
+        if isinstance(value, str) and unprintable(value):
+            raise OperationError(f"{dest}: the value of {name} holds a control character; refusing to render it")
+        if isinstance(value, (dict, list, tuple)):
+            _check_one_line_values(dest, value, f"{name}.")
+
+
 @snapshot_operation(lambda dest, **_: {"files": [dest]})
 def template(src: str, dest: str, mode: str, user: str = "root", group: str = "root", validate: str = "",
              **data):
     """Render a template (its includes are looked up beside it) to dest when its content, mode or owner differ;
     `validate` as in write()."""
     src = _local(src)
+    _check_one_line_values(dest, data)
     data.setdefault("host", host)
     loader = FileSystemLoader(src.rsplit("/", 1)[0])
     rendered = get_template(src, jinja_env_kwargs={"loader": loader}).render(data)
@@ -233,13 +247,14 @@ def ufw_firewall(rules: list[tuple[str, str, str, str]], incoming: str = "deny",
     commands = []
     for direction, word, policy in (("INPUT", "incoming", incoming), ("OUTPUT", "outgoing", outgoing)):
         if ufw["policies"].get(direction) != policy_names[policy]:
-            commands.append(f"ufw default {policy} {word}")
+            commands.append(f"ufw default {_q(policy)} {word}")
     current = _current_ufw_rules(ufw["rules"])
     wanted = {(*rule, "any") for rule in rules}
+    # Every value quoted: a source is a setting (ADMIN_IPS) and the current rules come from the host.
     for action, proto, port, source, _ in sorted(wanted - current):
-        commands.append(f"ufw {action} proto {proto} from {source} to any port {port}")
+        commands.append(f"ufw {_q(action)} proto {_q(proto)} from {_q(source)} to any port {_q(port)}")
     for action, proto, port, source, dest in sorted(current - wanted):
-        commands.append(f"ufw delete {action} proto {proto} from {source} to {dest} port {port}")
+        commands.append(f"ufw delete {_q(action)} proto {_q(proto)} from {_q(source)} to {_q(dest)} port {_q(port)}")
     if not (ufw["enabled"] and ufw["live"]):
         commands.append("ufw --force enable")
     if not commands:

@@ -21,9 +21,9 @@ import shlex
 from pathlib import PurePosixPath
 
 from pyinfra import host, inventory
-from pyinfra.api import deploy
+from pyinfra.api import OperationError, deploy
 
-from settings import PLATFORM_SERVICES
+from settings import DOTENV_FORBIDDEN, PLATFORM_SERVICES, unprintable
 from tasks import ops, snapshot
 from tasks.snapshot import snapshot_operation
 
@@ -68,10 +68,26 @@ def environment() -> dict[str, str]:
     return {**host.data.platform_env, "DOKKU_HOST": (dokku_ips or [""])[0], "DOKKU_HOSTS": ",".join(dokku_ips)}
 
 
+def registry_host(registry: str) -> str:
+    """host[:port] of REGISTRY (which may add a namespace): what Docker keys logins and CA directories by."""
+    return registry.split("/", 1)[0]
+
+
 def registry_auth(registry: str, user: str, token: str) -> str:
     """/root/.docker/config.json: the registry credential, as `docker login` would store it."""
     auth = base64.b64encode(f"{user}:{token}".encode()).decode()
-    return json.dumps({"auths": {registry: {"auth": auth}}}, indent=2) + "\n"
+    return json.dumps({"auths": {registry_host(registry): {"auth": auth}}}, indent=2) + "\n"
+
+
+def dotenv(env: dict[str, str]) -> str:
+    """/opt/platform/.env with every value single-quoted: compose's dotenv parser takes such a value literally, no
+    `$` interpolation (compose-go dotenv/parser.go). A value the quotes cannot hold (a quote, a backslash, which
+    escapes the closing quote, a line break) is refused: the settings refuse them already, this is the second
+    check where the value lands."""
+    for name, value in env.items():
+        if unprintable(value) or any(c in value for c in DOTENV_FORBIDDEN):
+            raise OperationError(f"{name} cannot go into .env single-quoted (quote, backslash or control character)")
+    return ops.render(str(TEMPLATES / "platform/env.j2"), env=env)
 
 
 @deploy("Platform: services")
@@ -90,10 +106,10 @@ def services():
                       path=f"{data.platform_data_dir}/{service.name}", mode="750")
 
     env = ops.secret_file(name=f"Write {env_file}", dest=env_file,
-                          content=ops.render(str(TEMPLATES / "platform/env.j2"), env=environment()))
+                          content=dotenv(environment()))
     login = ops.secret_file(name="Write the registry login /root/.docker/config.json", dest="/root/.docker/config.json",
                             content=registry_auth(registry, data.registry_login["user"], data.registry_login["token"]))
-    ca_dest = f"/etc/docker/certs.d/{registry}/ca.crt"
+    ca_dest = f"/etc/docker/certs.d/{registry_host(registry)}/ca.crt"
     if data.registry_ca_cert:
         ca = ops.put(name=f"Upload the registry CA to {ca_dest}", src=data.registry_ca_cert, dest=ca_dest,
                      mode="644")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 
 from pyinfra import host
-from pyinfra.api import FunctionCommand, StringCommand, deploy
+from pyinfra.api import FunctionCommand, QuoteString, StringCommand, deploy
 from pyinfra.operations import systemd
 
 from tasks import ops, snapshot
@@ -56,10 +56,11 @@ def certificate(domain: str, names: list[str], webroot: str, ca_bundle: str | No
     if current and set(names) <= set(current["names"]):
         host.noop(f"certificate {domain} covers {', '.join(names)} (until {current['not_after']})")
         return
-    env = ["env", f"REQUESTS_CA_BUNDLE={ca_bundle}"] if ca_bundle else []
-    domains = [arg for name in names for arg in ("-d", name)]
-    command = StringCommand(*env, "certbot", "certonly", "--cert-name", domain, "--expand", "--webroot",
-                            "-w", webroot, *domains)
+    # Host data in a command line is always quoted (QuoteString), however it was validated.
+    env = ["env", QuoteString(f"REQUESTS_CA_BUNDLE={ca_bundle}")] if ca_bundle else []
+    domains = [arg for name in names for arg in ("-d", QuoteString(name))]
+    command = StringCommand(*env, "certbot", "certonly", "--cert-name", QuoteString(domain), "--expand", "--webroot",
+                            "-w", QuoteString(webroot), *domains)
     yield FunctionCommand(_obtain, (command, names), {})
 
 

@@ -91,7 +91,7 @@ def _admin_status(host_data, authorization: str | None) -> int:
 
 def test_admin_with_generated_password(host, host_data):
     host_data = {**host_data, "_http_only": not host.file(f"/etc/letsencrypt/live/{DOMAIN}/fullchain.pem").exists}
-    password, _ = admin_credentials(SETTINGS)
+    password, _ = admin_credentials(SETTINGS.secrets_dir)
     good = "Basic " + base64.b64encode(f"{DATA['nginx_admin_user']}:{password}".encode()).decode()
     bad = "Basic " + base64.b64encode(f"{DATA['nginx_admin_user']}:wrong-{password}".encode()).decode()
     assert _admin_status(host_data, None) == 401

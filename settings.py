@@ -111,7 +111,7 @@ _VERSION_RE = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+")
 _PUBLIC_KEY_RE = re.compile(r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) ([A-Za-z0-9+/]+={0,2})( [ -~]*)?")
 # Docker's reference grammar (distribution/reference): a tag, and a registry host with an optional port.
 _IMAGE_TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-_REGISTRY_RE = re.compile(r"(?=[^:/]{1,253}([:/]|$))([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
+_REGISTRY_RE = re.compile(r"(?=.{1,200}$)(?=[^:/]{1,253}([:/]|$))([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
                           r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*(:[0-9]{1,5})?"
                           r"(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*){0,8}")
 _REGISTRY_USER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,254}")
@@ -324,14 +324,17 @@ def _expand(path: str, base: Path) -> Path:
 def check_private_directory(name: str, path: Path) -> None:
     """A directory for secrets, if it exists, is a directory of ours that nobody else can enter (never chmod-ed:
     SECRETS_DIR=/tmp must not turn /tmp into 0700)."""
-    if not path.exists():
-        return
+    try:
+        if not path.exists():
+            return
+    except OSError as error:
+        raise SettingsError(f"{name}={_show(str(path))} cannot be used ({error.strerror})") from None
     if not path.is_dir():
-        raise SettingsError(f"{name}={str(path)!r} is not a directory; point it at a private directory "
+        raise SettingsError(f"{name}={_show(str(path))} is not a directory; point it at a private directory "
                             "(created with mode 0700 if missing)")
     info = path.stat()
     if info.st_uid != os.geteuid() or info.st_mode & 0o077:
-        raise SettingsError(f"{name}={str(path)!r} is not private (mode {info.st_mode & 0o7777:04o}, owner uid "
+        raise SettingsError(f"{name}={_show(str(path))} is not private (mode {info.st_mode & 0o7777:04o}, owner uid "
                             f"{info.st_uid}); use a directory only you can read (chmod 700) or a new path")
 
 
@@ -343,10 +346,10 @@ def _pem_file(name: str, raw: str, base: Path) -> str:
     try:
         text = path.read_text(errors="replace")
     except OSError as error:
-        raise SettingsError(f"{name}={raw!r} cannot be read ({error.strerror}); point it at a PEM CA certificate"
+        raise SettingsError(f"{name}={_show(raw)} cannot be read ({error.strerror}); point it at a PEM CA certificate"
                             ) from None
     if "-----BEGIN CERTIFICATE-----" not in text:
-        raise SettingsError(f"{name}={raw!r} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+        raise SettingsError(f"{name}={_show(raw)} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
     return str(path)
 
 
@@ -510,14 +513,18 @@ def _warn_unknown_keys(path: Path, keys) -> None:
 def _read_values(environ: Mapping[str, str], cwd: Path) -> tuple[dict[str, str], Path]:
     env_file = environ.get("ENV_FILE", "").strip()
     path = _expand(env_file or ".env", cwd)
-    if env_file and not path.is_file():
-        raise SettingsError(f"ENV_FILE={env_file!r} does not exist; point it at a dotenv file")
+    try:
+        is_file = path.is_file()
+    except OSError as error:
+        raise SettingsError(f"ENV_FILE={_show(env_file)} cannot be used ({error.strerror})") from None
+    if env_file and not is_file:
+        raise SettingsError(f"ENV_FILE={_show(env_file)} does not exist; point it at a dotenv file")
     file_values = {}
-    if path.is_file():
+    if is_file:
         try:
             file_values = {k: v or "" for k, v in dotenv_values(path, encoding="utf-8").items()}
         except UnicodeDecodeError as error:
-            raise SettingsError(f"ENV_FILE={str(path)!r} is not UTF-8 (byte {error.start}); save it as UTF-8 text"
+            raise SettingsError(f"ENV_FILE={_show(str(path))} is not UTF-8 (byte {error.start}); save it as UTF-8 text"
                                 ) from None
         _warn_unknown_keys(path, file_values)
     values = {**file_values, **environ}
@@ -634,12 +641,14 @@ def _check_platform_values(get) -> None:
 
 def read_public_key(path: Path, setting: str) -> str:
     """Return the one-line OpenSSH public key at path, or raise naming the setting."""
-    if not path.is_file():
-        raise SettingsError(f"{setting}={str(path)!r} does not exist; point it at an OpenSSH public key (.pub)")
-    text = path.read_text(errors="replace").strip()
+    try:
+        text = path.read_text(errors="replace").strip()
+    except OSError:
+        raise SettingsError(f"{setting}={_show(str(path))} does not exist; point it at an OpenSSH public key (.pub)"
+                            ) from None
     match = _PUBLIC_KEY_RE.fullmatch(text)
     if not match:
-        raise SettingsError(f"{setting}={str(path)!r} is not an OpenSSH public key (ssh-ed25519/ssh-rsa/ecdsa ..., "
+        raise SettingsError(f"{setting}={_show(str(path))} is not an OpenSSH public key (ssh-ed25519/ssh-rsa/ecdsa ..., "
                             "one line of printable ASCII)")
     # The blob is base64 of the key in SSH wire format, which starts with its own type name.
     key_type = match.group(1).encode()
@@ -648,6 +657,6 @@ def read_public_key(path: Path, setting: str) -> str:
     except ValueError:
         blob = b""
     if blob[:4 + len(key_type)] != len(key_type).to_bytes(4, "big") + key_type:
-        raise SettingsError(f"{setting}={str(path)!r}: the key after {match.group(1)} is not the base64 of a "
+        raise SettingsError(f"{setting}={_show(str(path))}: the key after {match.group(1)} is not the base64 of a "
                             f"{match.group(1)} key; copy the .pub file again")
     return text

@@ -1,4 +1,5 @@
-"""Where pyinfra prints host data (`debug-inventory`, `--debug`), no secret setting may appear."""
+"""Where pyinfra prints host data (`debug-inventory`, `--debug`), no secret setting may appear; loading the
+group data writes nothing (the admin password is made by the platform's nginx task only)."""
 
 import json
 import subprocess
@@ -42,3 +43,4 @@ def test_debug_inventory_hides_secrets(tmp_path):
     assert result.returncode == 0, output[-2000:]
     assert '"platform_env": "<secret values: ' in output  # the platform's group data was loaded and printed
     assert [name for name, value in SECRETS.items() if value in output] == []
+    assert not (tmp_path / "secrets").exists()

@@ -128,10 +128,11 @@ def _check_one_line_values(dest: str, data: dict, where: str = "") -> None:
 def template(src: str, dest: str, mode: str, user: str = "root", group: str = "root", validate: str = "",
              **data):
     """Render a template (its includes are looked up beside it) to dest when its content, mode or owner differ;
-    `validate` as in write()."""
+    `validate` as in write(). Templates of shell scripts quote values with `shell_quote(value)`."""
     src = _local(src)
     _check_one_line_values(dest, data)
     data.setdefault("host", host)
+    data.setdefault("shell_quote", _q)
     loader = FileSystemLoader(src.rsplit("/", 1)[0])
     rendered = get_template(src, jinja_env_kwargs={"loader": loader}).render(data)
     yield from write(dest, rendered.encode(), mode, user, group, validate)

@@ -463,3 +463,11 @@ def test_a_garbage_hash_is_never_deployed_even_when_newer_than_the_password(tmp_
     with pytest.raises(SettingsError, match="is not a bcrypt hash"):
         nginx.admin_credentials(secrets)
 
+
+
+def test_nginx_apply_script_holds_the_domain_in_one_quoted_assignment(rendered):
+    domain = f"x$(touch {PWNED})`id`;y"
+    script = rendered("nginx/mindroom-nginx-apply.j2", domain=domain, config_dir="/etc/nginx/mindroom")
+    assert script.count(domain) == 1
+    [assignment] = [line for line in script.splitlines() if line.startswith("domain=")]
+    assert shlex.split(assignment) == [f"domain={domain}"]

@@ -7,11 +7,12 @@ so the Dokku hosts authorize the platform's key after the platform host generate
 
 from pyinfra import host
 
-from tasks import base, docker, dokku, keys, nginx, platform, tls, volume
+from tasks import base, docker, dokku, keys, monitoring, nginx, platform, tls, volume
 
 base.configure()
 volume.mount()
 docker.install()
+monitoring.node_exporter()
 
 if "platform" in host.groups:
     keys.platform_key()
@@ -26,3 +27,4 @@ if "platform" in host.groups:
     platform.services()
     nginx.configure()
     tls.certificates()
+    monitoring.server()

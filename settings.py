@@ -125,6 +125,8 @@ _SECRET_NAMES = (
     "STRIPE_SECRET_KEY",
     "STRIPE_WEBHOOK_SECRET",
     "REGISTRY_TOKEN",
+    "SMTP_PASSWORD",
+    "ALERT_WEBHOOK_URL",  # Slack's and Matrix hooks' URLs carry their token
 )
 # Settings that the platform's .env needs; checked when a deploy asks for them, not by bootstrap.
 PLATFORM_SECRET_NAMES = (
@@ -494,6 +496,137 @@ class Settings:
 
     def url(self, subdomain: str) -> str:
         return f"https://{subdomain}.{self.domain}"
+
+    # -- monitoring -------------------------------------------------------------------------------------
+    @property
+    def platform_private_ip(self) -> str:
+        return self.private_ip(self.server_names("platform")[0])
+
+    def monitoring(self) -> Monitoring:
+        """Prometheus' and Alertmanager's settings, checked when a deploy asks for them."""
+        return _monitoring(self)
+
+
+# -- monitoring (tasks/monitoring.py) -------------------------------------------------------------------------
+NODE_EXPORTER_PORT = 9100  # on each host's private address, open to the platform's private IP only
+PROMETHEUS_PORT = 9090  # the rest on the platform host's loopback: reached through an SSH tunnel
+ALERTMANAGER_PORT = 9093
+BLACKBOX_EXPORTER_PORT = 9115
+# Where node_exporter's textfile collector reads *.prom files (Debian's default directory). The backup job writes
+# BACKUP_METRICS_FILE there with the metrics named in BACKUP_METRICS; the alert rules read them.
+NODE_EXPORTER_TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
+BACKUP_METRICS_FILE = "mindroom_backup.prom"
+BACKUP_METRICS = {
+    "last_success": "mindroom_backup_last_success_timestamp_seconds",  # unix time of the newest good backup
+    "restore_test_success": "mindroom_backup_restore_test_success",  # 1: the last restore test passed, 0: failed
+    "restore_test_time": "mindroom_backup_restore_test_timestamp_seconds",  # unix time of that test
+}
+_DURATION_RE = re.compile(r"^[1-9][0-9]{0,5}(s|m|h|d|w)$")  # Prometheus/Alertmanager durations, one unit
+_SIZE_RE = re.compile(r"^[1-9][0-9]{0,5}(MB|GB|TB)$")  # Prometheus' retention size
+_EMAIL_ADDRESS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@" + _DOMAIN_RE.pattern.lstrip("^"))
+_HOOK_URL_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~%!&()*+,;=:@/?-]*)?$")
+_SMTP_USER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._%+@-]{0,254}$")
+
+
+@dataclass(frozen=True)
+class Monitoring:
+    """Validated monitoring settings; each reaches the platform host quoted (YAML strings) or in a 0600 file."""
+
+    retention_time: str
+    retention_size: str
+    scrape_interval: str
+    host_down_for: str
+    group_wait: str
+    group_interval: str
+    repeat_interval: str
+    disk_percent: int
+    memory_percent: int
+    certificate_days: int
+    backup_max_age_hours: int
+    webhook_url: str = field(repr=False)
+    email_to: tuple[str, ...]
+    smtp_host: str
+    smtp_port: int
+    smtp_from: str
+    smtp_user: str
+    smtp_password: str = field(repr=False)
+    smtp_require_tls: bool
+    probe_ca_bundle: str
+
+    def to_json(self) -> str:
+        return "<monitoring settings>"
+
+
+def _is_ip_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _existing_file(name: str, raw: str, base: Path) -> str:
+    """A local file to upload (absolute path), or "" when unset."""
+    if not raw:
+        return ""
+    path = _expand(raw, base)
+    if not path.is_file():
+        raise SettingsError(f"{name}={raw!r} is not a file; point it at a PEM CA certificate or unset it")
+    return str(path)
+
+
+def _emails(name: str, raw: str) -> tuple[str, ...]:
+    addresses = tuple(part.strip() for part in raw.split(",") if part.strip())
+    for address in addresses:
+        _match(name, address, _EMAIL_ADDRESS_RE, "comma-separated e-mail addresses such as ops@example.org")
+    return addresses
+
+
+def _monitoring(settings: Settings) -> Monitoring:
+    get = settings.get
+
+    def duration(name: str, default: str) -> str:
+        return _match(name, get(name, default), _DURATION_RE, "a duration such as 30s, 5m, 4h or 15d")
+
+    webhook_url = get("ALERT_WEBHOOK_URL")
+    if webhook_url and not _HOOK_URL_RE.match(webhook_url):  # the value is not shown: it may hold a token
+        raise SettingsError("ALERT_WEBHOOK_URL is invalid; allowed: an http(s) URL without spaces or quotes")
+    email_to = _emails("ALERT_EMAIL_TO", get("ALERT_EMAIL_TO"))
+    smtp_host = get("SMTP_HOST").lower()
+    if smtp_host and not _is_ip_address(smtp_host):
+        _match("SMTP_HOST", smtp_host, _DOMAIN_RE, "the SMTP server's host name or IP, such as smtp.example.org")
+    elif email_to and not smtp_host:
+        raise SettingsError("SMTP_HOST is required with ALERT_EMAIL_TO: the SMTP server that sends the alert mails")
+    smtp_user = get("SMTP_USER")
+    if smtp_user:
+        _match("SMTP_USER", smtp_user, _SMTP_USER_RE, "a login name: letters, digits and . _ % + @ -")
+    smtp_password = get("SMTP_PASSWORD")
+    if "\n" in smtp_password or "\r" in smtp_password:
+        raise SettingsError("SMTP_PASSWORD must be one line")
+    return Monitoring(
+        retention_time=duration("PROMETHEUS_RETENTION_TIME", "30d"),
+        retention_size=_match("PROMETHEUS_RETENTION_SIZE", get("PROMETHEUS_RETENTION_SIZE", "4GB"), _SIZE_RE,
+                              "a size such as 500MB or 4GB"),
+        scrape_interval=duration("MONITORING_SCRAPE_INTERVAL", "15s"),
+        host_down_for=duration("ALERT_HOST_DOWN_FOR", "2m"),
+        group_wait=duration("ALERT_GROUP_WAIT", "30s"),
+        group_interval=duration("ALERT_GROUP_INTERVAL", "5m"),
+        repeat_interval=duration("ALERT_REPEAT_INTERVAL", "4h"),
+        disk_percent=_int("ALERT_DISK_PERCENT", get("ALERT_DISK_PERCENT", "85"), 50, 99),
+        memory_percent=_int("ALERT_MEMORY_PERCENT", get("ALERT_MEMORY_PERCENT", "90"), 50, 99),
+        certificate_days=_int("ALERT_CERTIFICATE_DAYS", get("ALERT_CERTIFICATE_DAYS", "14"), 1, 60),
+        backup_max_age_hours=_int("ALERT_BACKUP_MAX_AGE_HOURS", get("ALERT_BACKUP_MAX_AGE_HOURS", "26"), 1, 720),
+        webhook_url=webhook_url,
+        email_to=email_to,
+        smtp_host=smtp_host,
+        smtp_port=_int("SMTP_PORT", get("SMTP_PORT", "587"), 1, 65535),
+        smtp_from=_match("SMTP_FROM", get("SMTP_FROM", f"alertmanager@{settings.domain}"), _EMAIL_ADDRESS_RE,
+                         "an e-mail address such as alerts@example.org"),
+        smtp_user=smtp_user,
+        smtp_password=smtp_password,
+        smtp_require_tls=_bool("SMTP_REQUIRE_TLS", get("SMTP_REQUIRE_TLS", "true")),
+        probe_ca_bundle=_existing_file("PROBE_CA_BUNDLE", get("PROBE_CA_BUNDLE"), settings.base_dir),
+    )
 
 
 _warned: set[tuple[Path, str]] = set()

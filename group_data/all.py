@@ -3,7 +3,9 @@ except the host policy below (packages, kernel tuning), which is the same for ev
 
 import sys
 
-from settings import SSH_PORT, SUBNET_IP_RANGE, SettingsError, load_settings
+from settings import (
+    NODE_EXPORTER_PORT, NODE_EXPORTER_TEXTFILE_DIR, SSH_PORT, SUBNET_IP_RANGE, SettingsError, load_settings,
+)
 
 try:
     settings = load_settings()
@@ -36,3 +38,9 @@ sysctl = {
 }
 # What a container cannot set (vm.* is not namespaced): configured in the drop-in, applied on real hosts only.
 sysctl_container_skip = ["vm."]
+
+# Monitoring (tasks/monitoring.py): node_exporter on every host's private address, open to Prometheus on the
+# platform's private IP only (ufw, tasks/base.py).
+node_exporter_port = NODE_EXPORTER_PORT
+node_exporter_textfile_dir = NODE_EXPORTER_TEXTFILE_DIR
+prometheus_source_ip = settings.platform_private_ip

@@ -6,16 +6,19 @@ data (`--debug`, `debug-inventory`) they show as their keys only, and the tasks 
 `ops.secret_file`, which never shows them. A missing or bad setting stops with one line.
 """
 
+import dataclasses
 import sys
 
 from settings import (
-    MOUNT_POINTS, PLATFORM_DIR, PUBLIC_PORTS, SSH_PORT, SWAP_SIZE_MB, SecretValues, SettingsError, load_settings,
+    ALERTMANAGER_PORT, BACKUP_METRICS, BACKUP_METRICS_FILE, BLACKBOX_EXPORTER_PORT, MOUNT_POINTS, PLATFORM_DIR,
+    PROMETHEUS_PORT, PUBLIC_PORTS, SSH_PORT, SWAP_SIZE_MB, SecretValues, SettingsError, load_settings,
 )
 
 try:
     _settings = load_settings()
     _secrets = _settings.platform_secrets()
     _hcloud_token = _settings.hcloud_token
+    _monitoring = _settings.monitoring()
 except SettingsError as error:
     sys.exit(f"error: {error}")
 
@@ -102,5 +105,25 @@ acme_server = _settings.acme_server
 acme_ca_bundle = _settings.acme_ca_bundle  # local path of the ACME server's CA (testbed only), or ""
 letsencrypt_email = _secrets["LETSENCRYPT_EMAIL"]
 
+# Monitoring (tasks/monitoring.py): Prometheus, Alertmanager and blackbox_exporter on loopback, thresholds and
+# intervals from the settings. The webhook URL and SMTP password are secrets: Alertmanager reads them from 0600
+# files (url_file, smtp_auth_password_file), never from its configuration.
+monitoring = dataclasses.replace(_monitoring, webhook_url="", smtp_password="")
+alert_secrets = SecretValues({"webhook_url": _monitoring.webhook_url, "smtp_password": _monitoring.smtp_password})
+prometheus_port = PROMETHEUS_PORT
+alertmanager_port = ALERTMANAGER_PORT
+blackbox_exporter_port = BLACKBOX_EXPORTER_PORT
+monitored_mount_points = ["/", *MOUNT_POINTS.values()]  # the disk alert's filesystems
+backup_metrics = BACKUP_METRICS  # written by the backup job to BACKUP_METRICS_FILE on each host (textfile)
+backup_metrics_file = BACKUP_METRICS_FILE
+# A platform service alert fires after this many container restarts within restart_window (restart: always
+# hides a crash loop from /health between two crashes).
+platform_restart_limit = 3
+platform_restart_window = "15m"
+# How long a failing probe (a service's /health, a platform name over HTTPS, a Dokku server's HTTP) may last.
+probe_failure_for = "2m"
+# A Dokku server's HTTP endpoint answers when nginx replies at all: the default site or a redirect.
+dokku_probe_status_codes = [200, 301, 302, 308, 404]
+
 # Plain secret values must not stay behind as host data (pyinfra keeps every non-dunder name).
-del _secrets, _hcloud_token
+del _secrets, _hcloud_token, _monitoring

@@ -4,7 +4,8 @@ Role values come from host data (group_data/<group>.py) or keyword arguments, ne
   public_ports   ports open to everyone besides SSH (dokku: 80 443 8448; platform: 80 443)
   swap_size_mb   swap file size (dokku 4096, platform 2048)
   sysctl_extra   role kernel values on top of group_data/all.py's `sysctl`
-SSH (ssh_port) is open only from `ssh_allowed_from` (ADMIN_IPS and the private network).
+SSH (ssh_port) is open only from `ssh_allowed_from` (ADMIN_IPS and the private network), node_exporter
+(node_exporter_port) only from `prometheus_source_ip` (the platform's private IP).
 
 What a container cannot do (swapon, vm.* sysctls) is still configured (swap file + fstab line, sysctl drop-in)
 but not applied there; the host decides (systemd-detect-virt), so production and the testbed run the same code.
@@ -52,6 +53,8 @@ def firewall(public_ports=None):
     ports = host.data.public_ports if public_ports is None else public_ports
     rules = [ops.ufw_rule(host.data.ssh_port, source) for source in host.data.ssh_allowed_from]
     rules += [ops.ufw_rule(port) for port in ports]
+    # node_exporter (tasks/monitoring.py) answers Prometheus on the platform's private IP only
+    rules.append(ops.ufw_rule(host.data.node_exporter_port, host.data.prometheus_source_ip))
     ops.ufw_firewall(name="Set ufw: deny incoming, allow outgoing, SSH from admins, " + ", ".join(map(str, ports)),
                      rules=rules)
     ops.services(name="Enable ufw at boot", units=["ufw"], running=False)

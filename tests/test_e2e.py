@@ -1,7 +1,8 @@
 """The end-to-end gate: the whole platform on the local cloud, as an operator would run it (needs root).
 
 up -> bootstrap apply -> deploy -> marker file on every volume -> second deploy changes nothing -> markers
-still there -> host tests -> reboot every host -> markers still there -> host tests -> bootstrap destroy
+still there -> host tests -> node_exporter stopped on a Dokku server: the host-down alert and its resolution
+reach the webhook receiver -> reboot every host -> markers still there -> host tests -> bootstrap destroy
 -> down. Each step is the project's own command in a subprocess; the first one that fails stops the gate
 with its log. `down` runs whatever happened (namespaces, links, mounts, loop devices, processes).
 """
@@ -12,13 +13,14 @@ import secrets
 import shlex
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from settings import MOUNT_POINTS, load_settings
 from tasks.nginx import PASSWORD_FILE
-from tests.testbed import layout, pebble, steps
+from tests.testbed import layout, pebble, steps, webhook
 
 pytestmark = pytest.mark.testbed
 MARKER = ".mindroom-e2e-marker"
@@ -120,6 +122,42 @@ def _host_tests(runner: steps.Runner, capsys, when: str) -> None:
         runner.run(f"host tests {when}", steps.host_tests(verbose=True), echo=True)
 
 
+# Bound for an alert to reach the webhook receiver: with the testbed's timings (tests/testbed/webhook.py TIMINGS)
+# a scrape, the rule's `for:`, an evaluation and Alertmanager's group wait or interval take about 30 s.
+ALERT_WAIT_SECONDS = 120
+
+
+def _wait_for_notification(runner: steps.Runner, alertname: str, host_name: str, status: str, after: int) -> None:
+    """Poll the webhook receiver until a message newer than the first `after` ones carries the alert."""
+    began = time.monotonic()
+    while time.monotonic() - began < ALERT_WAIT_SECONDS:
+        for message in webhook.received(layout.LAB)[after:]:
+            if any(alert["status"] == status and alert["labels"].get("alertname") == alertname
+                   and alert["labels"].get("host") == host_name for alert in message["alerts"]):
+                took = time.monotonic() - began
+                runner.timings[f"{alertname} {status} notification for {host_name}"] = took
+                print(f"[{time.monotonic() - runner.started:6.0f}s] {alertname} {status} for {host_name} "
+                      f"notified: ok ({took:.1f}s)", flush=True)
+                return
+        time.sleep(2)
+    seen = [(message["status"], [alert["labels"].get("alertname") for alert in message["alerts"]])
+            for message in webhook.received(layout.LAB)]
+    raise steps.StepFailed(f"no {status} {alertname} notification for {host_name} within {ALERT_WAIT_SECONDS}s; "
+                           f"the receiver got: {seen}")
+
+
+def _check_host_down_alert(runner: steps.Runner) -> None:
+    """node_exporter stopped on a Dokku server: the host-down alert reaches the webhook receiver, and its
+    resolution does once node_exporter runs again."""
+    target = [host for host in _hosts() if host["role"] == "dokku"][-1]
+    before = len(webhook.received(layout.LAB))
+    runner.run(f"stop node_exporter on {target['name']}", _ssh(target, "systemctl stop prometheus-node-exporter"))
+    _wait_for_notification(runner, "HostDown", target["name"], "firing", before)
+    after_firing = len(webhook.received(layout.LAB))
+    runner.run(f"start node_exporter on {target['name']}", _ssh(target, "systemctl start prometheus-node-exporter"))
+    _wait_for_notification(runner, "HostDown", target["name"], "resolved", after_firing)
+
+
 def test_platform_end_to_end(tmp_path_factory, capsys):
     if Path(f"/sys/class/net/{layout.PUBLIC_BRIDGE}").exists() or layout.LAB.exists():
         pytest.fail(f"a testbed is already up ({layout.LAB}); the gate makes its own: run "
@@ -137,6 +175,7 @@ def test_platform_end_to_end(tmp_path_factory, capsys):
         _check_markers(runner, token, "after the second deploy")
         _check_dry_runs(runner, tmp_path_factory.mktemp("dry-run"))
         _host_tests(runner, capsys, "after the deploys")
+        _check_host_down_alert(runner)
         runner.run("reboot every host", steps.reboot())
         _check_markers(runner, token, "after the reboot")
         _host_tests(runner, capsys, "after the reboot")

@@ -18,7 +18,7 @@ from tests.testbed import aptproxy, aptserve, cloud, envfile, guests, image, lay
 
 REQUIRED_TOOLS = ("systemd-nspawn", "debootstrap", "zstd", "ip", "losetup", "lxcfs", "ssh-keygen", "setsid")
 # Stand-ins with the shape start(lab, bridge_ip) -> settings / stop(lab), in start order.
-STANDINS = ("tests.testbed.pebble", "tests.testbed.registry")
+STANDINS = ("tests.testbed.pebble", "tests.testbed.registry", "tests.testbed.webhook")
 
 
 def check_host() -> None:

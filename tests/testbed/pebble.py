@@ -54,7 +54,12 @@ def start(lab: Path, bridge_ip: str) -> dict[str, str]:
     (directory / "bridge_ip").write_text(bridge_ip)
     _daemon(directory, "pebble", ["pebble", "-config", str(config), "-dnsserver", f"{bridge_ip}:{DNS_PORT}"],
             (bridge_ip, ACME_PORT), env={**os.environ, **PEBBLE_ENV})
-    return {"ACME_SERVER": f"https://{bridge_ip}:{ACME_PORT}/dir", "ACME_CA_BUNDLE": str(ca_cert)}
+    # The platform's probes verify the certificates Pebble issues: they chain to this run's root.
+    issuing_root = directory / "issuing-root.pem"
+    procs.wait_for(lambda: procs.port_open(bridge_ip, MANAGEMENT_PORT), 15, "pebble's management port")
+    issuing_root.write_text(root_certificate(lab))
+    return {"ACME_SERVER": f"https://{bridge_ip}:{ACME_PORT}/dir", "ACME_CA_BUNDLE": str(ca_cert),
+            "PROBE_CA_BUNDLE": str(issuing_root)}
 
 
 def _daemon(directory: Path, name: str, argv: list[str], address: tuple[str, int], env=None) -> None:

@@ -13,6 +13,8 @@ SECRETS = {
     "STRIPE_SECRET_KEY": "hidden-stripe-key-0003",
     "STRIPE_WEBHOOK_SECRET": "hidden-webhook-secret-0004",
     "REGISTRY_TOKEN": "hidden-registry-token-0005",
+    "SMTP_PASSWORD": "hidden-smtp-password-0006",
+    "ALERT_WEBHOOK_URL": "https://hooks.example.org/hidden-hook-token-0007",
 }
 
 
@@ -32,7 +34,8 @@ def test_debug_inventory_hides_secrets(tmp_path):
         "DOKKU_PROVISIONER_KEY_PATH": "admin.pub", "OUTPUTS_FILE": "outputs.json", "SECRETS_DIR": "secrets",
         "SUPABASE_URL": "https://db.example.org", "STRIPE_PUBLISHABLE_KEY": "pk_test", "STRIPE_PRICE_STARTER": "p1",
         "STRIPE_PRICE_PROFESSIONAL": "p2", "STRIPE_PRICE_ENTERPRISE": "p3", "REGISTRY": "registry.example.org/mr",
-        "REGISTRY_USER": "deployer", "LETSENCRYPT_EMAIL": "ops@example.org", **SECRETS,
+        "REGISTRY_USER": "deployer", "LETSENCRYPT_EMAIL": "ops@example.org",
+        "ALERT_EMAIL_TO": "ops@example.org", "SMTP_HOST": "smtp.example.org", **SECRETS,
     }
     (tmp_path / "test.env").write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
     result = subprocess.run(
@@ -42,5 +45,6 @@ def test_debug_inventory_hides_secrets(tmp_path):
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-2000:]
     assert '"platform_env": "<secret values: ' in output  # the platform's group data was loaded and printed
+    assert '"alert_secrets": "<secret values: webhook_url, smtp_password>"' in output
     assert [name for name, value in SECRETS.items() if value in output] == []
     assert not (tmp_path / "secrets").exists()

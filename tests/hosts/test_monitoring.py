@@ -3,6 +3,7 @@ Prometheus, Alertmanager and blackbox_exporter on the platform's loopback, nothi
 every scrape target up, every probe succeeding, every rule file and configuration accepted by its own checker."""
 
 import json
+import re
 import socket
 import time
 
@@ -151,10 +152,16 @@ def test_rules_are_loaded_with_the_settings_thresholds(platform):
     _settled(check, "rules evaluated without errors")
 
 
+def _bytes(size: str) -> int:
+    """Prometheus' sizes are powers of two whether written GB (the setting) or GiB (its flags API)."""
+    number, unit = re.fullmatch(r"([0-9]+)([KMGTPE]?)i?B", size).groups()
+    return int(number) * 1024 ** " KMGTPE".index(unit or " ")
+
+
 def test_retention_is_bounded_by_the_settings(platform):
     flags = _api(platform, "/api/v1/status/flags")["data"]
     assert flags["storage.tsdb.retention.time"] == MONITORING.retention_time
-    assert flags["storage.tsdb.retention.size"] == MONITORING.retention_size
+    assert _bytes(flags["storage.tsdb.retention.size"]) == _bytes(MONITORING.retention_size)
 
 
 def test_alertmanager_config_is_valid_and_holds_no_secret(platform):

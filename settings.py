@@ -154,6 +154,12 @@ KNOWN_SETTINGS = frozenset((
     "DOKKU_VERSION", "DOKKU_APT_REPO_URL", "DOKKU_APT_KEY_URL", "DOKKU_APT_SUITE",
     "LETSENCRYPT_STAGING", "ACME_SERVER", "ACME_CA_BUNDLE", "SERVICE_IMAGE_TAG", "REGISTRY_CA_CERT",
     *PLATFORM_SECRET_NAMES,
+    # monitoring (Settings.monitoring)
+    "ALERT_WEBHOOK_URL", "ALERT_EMAIL_TO", "SMTP_HOST", "SMTP_PORT", "SMTP_FROM", "SMTP_USER", "SMTP_PASSWORD",
+    "SMTP_REQUIRE_TLS", "ALERT_DISK_PERCENT", "ALERT_MEMORY_PERCENT", "ALERT_CERTIFICATE_DAYS",
+    "ALERT_BACKUP_MAX_AGE_HOURS", "ALERT_HOST_DOWN_FOR", "ALERT_GROUP_WAIT", "ALERT_GROUP_INTERVAL",
+    "ALERT_REPEAT_INTERVAL", "MONITORING_SCRAPE_INTERVAL", "PROMETHEUS_RETENTION_TIME", "PROMETHEUS_RETENTION_SIZE",
+    "PROBE_CA_BUNDLE",
 ))
 # Values written into /opt/platform/.env, single-quoted. compose's dotenv parser (compose-go dotenv/parser.go) takes
 # a single-quoted value literally but skips a quote after a backslash: neither may be in the value.
@@ -523,8 +529,6 @@ BACKUP_METRICS = {
 }
 _DURATION_RE = re.compile(r"^[1-9][0-9]{0,5}(s|m|h|d|w)$")  # Prometheus/Alertmanager durations, one unit
 _SIZE_RE = re.compile(r"^[1-9][0-9]{0,5}(MB|GB|TB)$")  # Prometheus' retention size
-_EMAIL_ADDRESS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@" + _DOMAIN_RE.pattern.lstrip("^"))
-_HOOK_URL_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~%!&()*+,;=:@/?-]*)?$")
 _SMTP_USER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._%+@-]{0,254}$")
 
 
@@ -565,20 +569,10 @@ def _is_ip_address(text: str) -> bool:
     return True
 
 
-def _existing_file(name: str, raw: str, base: Path) -> str:
-    """A local file to upload (absolute path), or "" when unset."""
-    if not raw:
-        return ""
-    path = _expand(raw, base)
-    if not path.is_file():
-        raise SettingsError(f"{name}={raw!r} is not a file; point it at a PEM CA certificate or unset it")
-    return str(path)
-
-
 def _emails(name: str, raw: str) -> tuple[str, ...]:
     addresses = tuple(part.strip() for part in raw.split(",") if part.strip())
     for address in addresses:
-        _match(name, address, _EMAIL_ADDRESS_RE, "comma-separated e-mail addresses such as ops@example.org")
+        _match(name, address, _EMAIL_RE, "comma-separated e-mail addresses such as ops@example.org")
     return addresses
 
 
@@ -589,8 +583,13 @@ def _monitoring(settings: Settings) -> Monitoring:
         return _match(name, get(name, default), _DURATION_RE, "a duration such as 30s, 5m, 4h or 15d")
 
     webhook_url = get("ALERT_WEBHOOK_URL")
-    if webhook_url and not _HOOK_URL_RE.match(webhook_url):  # the value is not shown: it may hold a token
-        raise SettingsError("ALERT_WEBHOOK_URL is invalid; allowed: an http(s) URL without spaces or quotes")
+    if webhook_url:
+        try:  # plain http only to a local receiver: the URL may hold a token
+            _url("ALERT_WEBHOOK_URL", webhook_url, _is_local, "https://hooks.example.org/...")
+        except SettingsError:  # its message would show the value
+            raise SettingsError("ALERT_WEBHOOK_URL is invalid (value not shown: it may hold a token); allowed: an "
+                                "https:// URL (http:// to a local address) without spaces, quotes, '#', '@' or "
+                                "'..'") from None
     email_to = _emails("ALERT_EMAIL_TO", get("ALERT_EMAIL_TO"))
     smtp_host = get("SMTP_HOST").lower()
     if smtp_host and not _is_ip_address(smtp_host):
@@ -600,9 +599,7 @@ def _monitoring(settings: Settings) -> Monitoring:
     smtp_user = get("SMTP_USER")
     if smtp_user:
         _match("SMTP_USER", smtp_user, _SMTP_USER_RE, "a login name: letters, digits and . _ % + @ -")
-    smtp_password = get("SMTP_PASSWORD")
-    if "\n" in smtp_password or "\r" in smtp_password:
-        raise SettingsError("SMTP_PASSWORD must be one line")
+    smtp_password = get("SMTP_PASSWORD")  # any printable line (checked when read): it goes into a 0600 file as is
     return Monitoring(
         retention_time=duration("PROMETHEUS_RETENTION_TIME", "30d"),
         retention_size=_match("PROMETHEUS_RETENTION_SIZE", get("PROMETHEUS_RETENTION_SIZE", "4GB"), _SIZE_RE,
@@ -620,12 +617,12 @@ def _monitoring(settings: Settings) -> Monitoring:
         email_to=email_to,
         smtp_host=smtp_host,
         smtp_port=_int("SMTP_PORT", get("SMTP_PORT", "587"), 1, 65535),
-        smtp_from=_match("SMTP_FROM", get("SMTP_FROM", f"alertmanager@{settings.domain}"), _EMAIL_ADDRESS_RE,
+        smtp_from=_match("SMTP_FROM", get("SMTP_FROM", f"alertmanager@{settings.domain}"), _EMAIL_RE,
                          "an e-mail address such as alerts@example.org"),
         smtp_user=smtp_user,
         smtp_password=smtp_password,
         smtp_require_tls=_bool("SMTP_REQUIRE_TLS", get("SMTP_REQUIRE_TLS", "true")),
-        probe_ca_bundle=_existing_file("PROBE_CA_BUNDLE", get("PROBE_CA_BUNDLE"), settings.base_dir),
+        probe_ca_bundle=_pem_file("PROBE_CA_BUNDLE", get("PROBE_CA_BUNDLE"), settings.base_dir),
     )
 
 
@@ -747,6 +744,7 @@ def load_settings(environ: Mapping[str, str] | None = None, cwd: Path | None = N
                                  "a Docker tag: letters, digits, '_', '.', '-', at most 128, e.g. 2026.12.1"),
     )
     _check_platform_values(get)
+    settings.monitoring()  # checked here, so that a bad value stops every command, not only the deploy
     if get("ADMIN_IPS"):
         settings.admin_networks  # validate the format early; required-ness is checked by whoever needs it
     return settings

@@ -55,6 +55,8 @@ HOSTILE = {
 }
 # Free text that lands in /opt/platform/.env only: accepted values must be inert there.
 FREE_TEXT = set(DOTENV_NAMES) - {"SUPABASE_URL", "REGISTRY", "REGISTRY_USER", "LETSENCRYPT_EMAIL"}
+# Secrets written as they are into a 0600 file on a host (tasks/monitoring.py, ops.secret_file over SFTP).
+SECRET_FILES = {"SMTP_PASSWORD": "smtp_password"}
 # Local paths read by bootstrap/pyinfra on the operator's machine: they never reach a host.
 LOCAL_PATHS = {"SSH_PUBLIC_KEY_PATH": "ssh_public_key_path", "SSH_PRIVATE_KEY_PATH": "ssh_private_key_path",
                "DOKKU_PROVISIONER_KEY_PATH": "dokku_provisioner_key_path", "OUTPUTS_FILE": "outputs_file",
@@ -84,6 +86,13 @@ def full_settings(tmp_path: Path) -> dict[str, str]:
         "STRIPE_WEBHOOK_SECRET": "whsec_1", "STRIPE_PRICE_STARTER": "price_1", "STRIPE_PRICE_PROFESSIONAL": "price_2",
         "STRIPE_PRICE_ENTERPRISE": "price_3", "REGISTRY": "ghcr.io/mindroom", "REGISTRY_USER": "deployer",
         "REGISTRY_TOKEN": "registry-token",
+        "ALERT_WEBHOOK_URL": "https://hooks.mindroom.test/services/T0/B0/token", "ALERT_EMAIL_TO": "ops@mindroom.test",
+        "SMTP_HOST": "smtp.mindroom.test", "SMTP_PORT": "587", "SMTP_FROM": "alerts@mindroom.test",
+        "SMTP_USER": "alerts@mindroom.test", "SMTP_PASSWORD": "smtp-password", "SMTP_REQUIRE_TLS": "true",
+        "ALERT_DISK_PERCENT": "85", "ALERT_MEMORY_PERCENT": "90", "ALERT_CERTIFICATE_DAYS": "14",
+        "ALERT_BACKUP_MAX_AGE_HOURS": "26", "ALERT_HOST_DOWN_FOR": "2m", "ALERT_GROUP_WAIT": "30s",
+        "ALERT_GROUP_INTERVAL": "5m", "ALERT_REPEAT_INTERVAL": "4h", "MONITORING_SCRAPE_INTERVAL": "15s",
+        "PROMETHEUS_RETENTION_TIME": "30d", "PROMETHEUS_RETENTION_SIZE": "4GB", "PROBE_CA_BUNDLE": str(ca),
     }
     assert set(values) == KNOWN_SETTINGS, "a known setting has no valid value here"
     return values
@@ -123,6 +132,8 @@ def test_every_setting_refuses_or_neutralises_hostile_values(tmp_path, name, cas
         if name in FREE_TEXT:
             [line] = _render_dotenv(name, stripped)
             assert compose_single_quoted(line) == (name, stripped), f"{name}={value!r} is not literal in .env"
+        elif name in SECRET_FILES:
+            assert getattr(loaded.monitoring(), SECRET_FILES[name]) == stripped, f"{name} is not literal in its file"
         elif name in LOCAL_PATHS:
             assert str(Path(getattr(loaded, LOCAL_PATHS[name]))).endswith(str(Path(stripped))), "a local path"
         else:
@@ -137,7 +148,7 @@ def test_known_settings_are_documented_and_cover_what_the_testbed_writes(tmp_pat
     assert set(envfile.base_settings(tmp_path)) <= KNOWN_SETTINGS
     assert set(envfile.GENERATED) <= KNOWN_SETTINGS
     standins = "".join((ROOT / "tests/testbed" / f"{module}.py").read_text()
-                       for module in ("aptserve", "cloud", "pebble", "registry"))
+                       for module in ("aptserve", "cloud", "pebble", "registry", "webhook"))
     returned = {word.strip('"') for line in standins.splitlines() if line.strip().startswith("return {")
                 for word in line.replace(":", " ").split() if word.startswith('"') and word.strip('"').isupper()}
     assert returned and returned <= KNOWN_SETTINGS

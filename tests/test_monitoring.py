@@ -132,20 +132,21 @@ def test_daemons_listen_on_loopback_and_retention_is_bounded(platform_data):
 
 @pytest.mark.parametrize("name, value, message", [
     ("ALERT_WEBHOOK_URL", "https://hooks.example.org/x y", "ALERT_WEBHOOK_URL is invalid"),
+    ("ALERT_WEBHOOK_URL", "http://hooks.example.org/token", "ALERT_WEBHOOK_URL is invalid"),  # plain http: public
     ("ALERT_WEBHOOK_URL", "ftp://hooks.example.org/x", "ALERT_WEBHOOK_URL is invalid"),
     ("ALERT_EMAIL_TO", "ops@example.org,not-an-address", "ALERT_EMAIL_TO='not-an-address' is invalid"),
     ("ALERT_DISK_PERCENT", "100", "ALERT_DISK_PERCENT=100 is out of range"),
     ("ALERT_HOST_DOWN_FOR", "2 minutes", "ALERT_HOST_DOWN_FOR='2 minutes' is invalid"),
     ("PROMETHEUS_RETENTION_SIZE", "4G", "PROMETHEUS_RETENTION_SIZE='4G' is invalid"),
-    ("SMTP_HOST", "smtp.example.org\nX", "SMTP_HOST="),
+    ("SMTP_HOST", "smtp.example.org;x", "SMTP_HOST="),
     ("SMTP_FROM", "alerts@example.org'", "SMTP_FROM="),
-    ("SMTP_PASSWORD", "two\nlines", "SMTP_PASSWORD must be one line"),
+    ("SMTP_PASSWORD", "two\nlines", "SMTP_PASSWORD contains the control character"),
+    ("PROBE_CA_BUNDLE", "/nonexistent/ca.pem", "PROBE_CA_BUNDLE="),
 ])
 def test_bad_monitoring_settings_stop_with_one_line(tmp_path, name, value, message):
     extra = {"ALERT_EMAIL_TO": "ops@example.org", "SMTP_HOST": "smtp.example.org"} if name.startswith("SMTP") else {}
-    settings = load_settings({"DOMAIN": "example.org", **extra, name: value}, cwd=tmp_path)
     with pytest.raises(SettingsError) as error:
-        settings.monitoring()
+        load_settings({"DOMAIN": "example.org", **extra, name: value}, cwd=tmp_path)
     assert str(error.value).startswith(message) and "\n" not in str(error.value).strip()
     if name == "ALERT_WEBHOOK_URL":
         assert value not in str(error.value)  # the URL may hold a token
@@ -153,4 +154,9 @@ def test_bad_monitoring_settings_stop_with_one_line(tmp_path, name, value, messa
 
 def test_email_needs_an_smtp_server(tmp_path):
     with pytest.raises(SettingsError, match="SMTP_HOST is required with ALERT_EMAIL_TO"):
-        load_settings({"DOMAIN": "example.org", "ALERT_EMAIL_TO": "ops@example.org"}, cwd=tmp_path).monitoring()
+        load_settings({"DOMAIN": "example.org", "ALERT_EMAIL_TO": "ops@example.org"}, cwd=tmp_path)
+
+
+def test_a_local_receiver_may_be_plain_http(tmp_path):
+    url = "http://10.213.0.1:8099/alerts/token"
+    assert load_settings({"DOMAIN": "example.org", "ALERT_WEBHOOK_URL": url}, cwd=tmp_path).monitoring().webhook_url == url

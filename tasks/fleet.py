@@ -159,8 +159,9 @@ def monitoring_rows(data, answers: dict) -> list[tuple]:
 
 
 def print_table(rows: list[tuple]) -> None:
+    rows = [("WHAT", "WHERE", "STATE", "DETAIL"), *rows]
     widths = [max(len(str(row[column])) for row in rows) for column in range(3)]
     lines = ["  ".join(str(value).ljust(width) for value, width in zip(row[:3], widths)) + "  " + row[3]
-             for row in [("WHAT", "WHERE", "STATE", "DETAIL"), *rows]]
+             for row in rows]
     print("\n".join(lines), flush=True)
 

@@ -4,6 +4,11 @@
     python bootstrap.py apply [--yes]                         show the plan, ask, converge
     python bootstrap.py destroy [--yes] [--include-volumes]   delete what it owns (volumes kept by default)
     python bootstrap.py output [--json]                       addresses, volumes, DNS records; writes OUTPUTS_FILE
+    python bootstrap.py lock                                  who holds the environment's lock
+    python bootstrap.py unlock --force                        break a lock whose holder died
+
+apply and destroy take the environment's lock (cloud/lock.py) when they have something to do, and plan again
+under it; a second run fails at once naming the holder, or waits with --lock-wait SECONDS.
 
 Settings come from the environment / ENV_FILE (see .env.example). Bad input stops with one line naming the
 setting, before anything is created.
@@ -19,7 +24,7 @@ from typing import Mapping
 import requests
 from hcloud import APIException
 
-from cloud import outputs
+from cloud import lock, outputs
 from cloud.api import BootstrapError, check_catalog, connect, describe
 from cloud.desired import key_specs, server_specs
 from cloud.destroy import plan_destroy
@@ -63,8 +68,16 @@ def cmd_plan(settings: Settings, args, out) -> int:
 def cmd_apply(settings: Settings, args, out) -> int:
     outputs.check_writable(settings.outputs_file)
     ctx = prepare(settings)
+    if not pending(make_plan(ctx)) and not lock.stale_here(ctx.client, settings):
+        return _apply(ctx, args, out)
+    with lock.hold(ctx.client, settings, "apply", args.lock_wait, out):
+        ctx.observed = observe(ctx.client, settings, ctx.keys)  # plan again, under the lock
+        return _apply(ctx, args, out)
+
+
+def _apply(ctx: Context, args, out) -> int:
     steps = make_plan(ctx)
-    print(render(steps, _title(settings, "Plan")), file=out)
+    print(render(steps, _title(ctx.settings, "Plan")), file=out)
     if pending(steps):
         if not args.yes and not _confirm("Apply these changes? Type 'yes' to go on: ", "yes", out):
             print("Nothing changed.", file=out)
@@ -77,6 +90,15 @@ def cmd_apply(settings: Settings, args, out) -> int:
 
 def cmd_destroy(settings: Settings, args, out) -> int:
     client = connect(settings)
+    observed = observe(client, settings)
+    if not pending(plan_destroy(Context(client=client, settings=settings, observed=observed), args.include_volumes)) \
+            and not lock.stale_here(client, settings):
+        return _destroy(client, settings, args, out)
+    with lock.hold(client, settings, "destroy", args.lock_wait, out):  # released (deleted) last
+        return _destroy(client, settings, args, out)  # observes again, under the lock
+
+
+def _destroy(client, settings: Settings, args, out) -> int:
     ctx = Context(client=client, settings=settings, observed=observe(client, settings))
     steps = plan_destroy(ctx, args.include_volumes)
     print(render(steps, _title(settings, "Destroy")), file=out)
@@ -89,6 +111,23 @@ def cmd_destroy(settings: Settings, args, out) -> int:
         return EXIT_ERROR
     execute(ctx, steps, out)
     print("Destroyed.", file=out)
+    return EXIT_OK
+
+
+def cmd_lock(settings: Settings, args, out) -> int:
+    held = lock.current(connect(settings), settings)
+    print(f"environment {settings.environment} is not locked" if held is None else lock.locked_by(settings, held),
+          file=out)
+    return EXIT_OK
+
+
+def cmd_unlock(settings: Settings, args, out) -> int:
+    if not args.force:
+        raise BootstrapError("unlock breaks the lock of a run that may still be working: check `python "
+                             "bootstrap.py lock`, then use --force if its holder died")
+    broken = lock.break_lock(connect(settings), settings)
+    print(f"environment {settings.environment} was not locked" if broken is None else
+          f"broke the lock of {broken.holder.describe()}", file=out)
     return EXIT_OK
 
 
@@ -119,6 +158,20 @@ def _confirm(prompt: str, expected: str, out) -> bool:
         return False
 
 
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1
+    if not 0 <= seconds <= 86400:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 0 to 86400")
+    return seconds
+
+
+LOCK_WAIT = {"type": _seconds, "default": 0, "metavar": "SECONDS",
+             "help": "wait this long for another run's lock (default: fail at once)"}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bootstrap.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -126,15 +179,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     commands.add_parser("plan", help="show what apply would change")
     apply = commands.add_parser("apply", help="create and reconcile the resources")
     apply.add_argument("--yes", action="store_true", help="do not ask")
+    apply.add_argument("--lock-wait", **LOCK_WAIT)
     destroy = commands.add_parser("destroy", help="delete the resources bootstrap owns")
     destroy.add_argument("--yes", action="store_true", help="do not ask for the environment name")
     destroy.add_argument("--include-volumes", action="store_true", help="also delete the volumes (data!)")
+    destroy.add_argument("--lock-wait", **LOCK_WAIT)
     output = commands.add_parser("output", help="show addresses, volumes and DNS records")
     output.add_argument("--json", action="store_true", help="print the outputs file's JSON")
+    commands.add_parser("lock", help="show who holds the environment's lock")
+    unlock = commands.add_parser("unlock", help="break the environment's lock (its holder died)")
+    unlock.add_argument("--force", action="store_true", help="break it whoever holds it")
     return parser.parse_args(argv)
 
 
-COMMANDS = {"plan": cmd_plan, "apply": cmd_apply, "destroy": cmd_destroy, "output": cmd_output}
+COMMANDS = {"plan": cmd_plan, "apply": cmd_apply, "destroy": cmd_destroy, "output": cmd_output, "lock": cmd_lock,
+            "unlock": cmd_unlock}
 
 
 def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None, out=None) -> int:

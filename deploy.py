@@ -3,12 +3,14 @@
 Order across hosts: pyinfra orders operations as a graph of each host's sequence; an operation called for
 every host joins the sequences. keys.authorize_platform_key() is such a join (it acts on Dokku hosts only),
 so the Dokku hosts authorize the platform's key after the platform host generated it.
+lock.hold() first: the run holds the environment's lock while it changes hosts (tasks/lock.py).
 """
 
 from pyinfra import host
 
-from tasks import base, docker, dokku, keys, monitoring, nginx, platform, tls, volume
+from tasks import base, docker, dokku, keys, lock, monitoring, nginx, platform, tls, volume
 
+lock.hold()
 base.configure()
 volume.mount()
 docker.install()

@@ -75,6 +75,12 @@ def read(on=None, **questions) -> dict:
     return _cache[target.name]
 
 
+def forget() -> None:
+    """Drop every host's snapshot: the next reads see the hosts as they are now (the deploy just took the
+    environment's lock, tasks/lock.py)."""
+    _cache.clear()
+
+
 def changing() -> None:
     """Call before yielding commands: the next read happens after they ran."""
     _cache.pop(host.name, None)

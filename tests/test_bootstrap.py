@@ -183,7 +183,7 @@ def test_vertical_resize_uses_change_type_keeping_the_disk(applied, hooks):
     result = h.run("apply", "--yes", DOKKU_SERVER_TYPE="cpx41")
     assert result.code == 0, result.err
     server_id = h.by_name("servers", DOKKU1)["id"]
-    calls = [(r["path"].rsplit("/", 1)[-1], r["body"]) for r in result.mutations]
+    calls = [(r["path"].rsplit("/", 1)[-1], r["body"]) for r in result.changes]
     assert [c for c, _ in calls] == ["shutdown", "change_type", "poweron"]
     assert json.loads(calls[1][1])["upgrade_disk"] is False
     server = h.by_name("servers", DOKKU1)
@@ -198,7 +198,7 @@ def test_vertical_resize_uses_change_type_keeping_the_disk(applied, hooks):
 def test_volume_grows_and_never_shrinks(applied):
     h = applied
     grown = h.run("apply", "--yes", DOKKU_VOLUME_SIZE="300")
-    assert grown.code == 0 and [r["path"].rsplit("/", 1)[-1] for r in grown.mutations] == ["resize"]
+    assert grown.code == 0 and [r["path"].rsplit("/", 1)[-1] for r in grown.changes] == ["resize"]
     assert h.by_name("volumes", f"{DOKKU1}-data")["size"] == 300
     shrink = h.run("apply", "--yes", DOKKU_VOLUME_SIZE="250")
     assert shrink.code == 0 and shrink.mutations == []
@@ -238,7 +238,8 @@ def test_destroy_keeps_volumes_and_decoys_and_apply_reuses_the_volumes(h):
     decoys = make_decoys(h)
     assert h.run("apply", "--yes").code == 0
     refused = h.run("destroy", stdin="prod\n")
-    assert refused.code == 1 and refused.mutations == [] and len(h.fake.resources("servers")) == 3
+    assert refused.code == 1 and refused.changes == [] and len(h.fake.resources("servers")) == 3
+    assert h.names("placement_groups") == ["mindroom-production-dokku-spread"], "the lock is released"
     result = h.run("destroy", stdin="production\n")
     assert result.code == 0, result.err
     for kind, before in decoys.items():
@@ -313,7 +314,8 @@ def test_plan_exit_codes(h):
 
 def test_apply_asks_before_changing_anything(h):
     declined = h.run("apply", stdin="no\n")
-    assert declined.code == 1 and declined.mutations == []
+    assert declined.code == 1 and declined.changes == []
+    assert h.names("placement_groups") == [], "the lock taken before asking is released"
     accepted = h.run("apply", stdin="yes\n")
     assert accepted.code == 0 and accepted.mutations
 

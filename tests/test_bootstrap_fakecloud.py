@@ -164,3 +164,35 @@ def test_daemon_prints_its_url_and_loads_hooks(tmp_path):
     finally:
         process.terminate()
         assert process.wait(timeout=10) == 0
+
+
+# The Hetzner Cloud API reference (its OpenAPI document, as mirrored in github.com/api-evangelist/hetzner,
+# openapi/_original/hetzner-openapi.yml): a Placement Group's name "Must be unique per Project", a violation is
+# 409 `uniqueness_error`; labels: a key is an optional DNS-subdomain prefix + "/" + a name, the name and the value
+# "63 characters or less ... beginning and ending with an alphanumeric character ([a-z0-9A-Z]) with dashes (-),
+# underscores (_), dots (.), and alphanumerics between" (a value may be empty); "The hetzner.cloud/ prefix is
+# reserved". cloud/lock.py relies on the first (creating the lock is atomic) and writes its labels by the rest.
+def test_a_second_placement_group_of_the_same_name_is_refused(fake):
+    client = client_for(fake)
+    client.placement_groups.create(name="mindroom-production-lock", type="spread")
+    with pytest.raises(hcloud.APIException) as error:
+        client.placement_groups.create(name="mindroom-production-lock", type="spread")
+    assert error.value.code == "uniqueness_error" and fake.requests[-1]["status"] == 409
+    assert [group.name for group in client.placement_groups.get_all()] == ["mindroom-production-lock"]
+
+
+@pytest.mark.parametrize("labels, valid", [
+    ({"since": "20261201T220005Z", "host": "my-host.example.com", "empty": "", "user": "a_b"}, True),
+    ({"example.com/my": "label", "a" * 63: "b" * 63}, True),
+    ({"since": "2026-12-01T22:00:05Z"}, False), ({"holder": "alice@laptop"}, False), ({"v": "b" * 64}, False),
+    ({"v": "-x"}, False), ({"v": "x."}, False), ({"v": "a/b"}, False), ({"hetzner.cloud/x": "y"}, False),
+    ({"Bad_Prefix/x": "y"}, False), ({"/x": "y"}, False), ({"-k": "v"}, False),
+])
+def test_label_rules(fake, labels, valid):
+    client = client_for(fake)
+    if valid:
+        assert client.placement_groups.create(name="pg", type="spread", labels=labels).placement_group.labels == labels
+        return
+    with pytest.raises(hcloud.APIException) as error:
+        client.placement_groups.create(name="pg", type="spread", labels=labels)
+    assert error.value.code == "invalid_input"

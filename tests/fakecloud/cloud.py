@@ -37,7 +37,16 @@ CATALOG = {"locations": "location", "server_types": "server_type", "images": "im
 DEFAULT_PER_PAGE, MAX_PER_PAGE = 25, 50
 VOLUME_DEVICE_PREFIX = "/dev/disk/by-id/scsi-0HC_Volume_"
 _NAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,61}[A-Za-z0-9])?$")
-_LABEL_RE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?)?$")
+# Hetzner's label rules (API reference, "Labels"): a key is an optional DNS-subdomain prefix and "/" and a name;
+# the name and every value: at most 63 characters of [A-Za-z0-9_.-], alphanumeric at both ends (a value may be empty).
+_LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$")
+_LABEL_PREFIX_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+
+
+def _label_key_ok(key: str) -> bool:
+    prefix, slash, name = key.rpartition("/")
+    return (bool(name) and bool(_LABEL_VALUE_RE.match(name)) and prefix != "hetzner.cloud"
+            and (not slash or (len(prefix) <= 253 and bool(_LABEL_PREFIX_RE.match(prefix)))))
 
 
 class ApiError(Exception):
@@ -127,10 +136,11 @@ class Cloud:
 
     @staticmethod
     def _labels(labels: Any) -> dict:
+        """Labels as Hetzner checks them: 400 invalid_input for a key or value its rules refuse."""
         if labels is None:
             return {}
         if not isinstance(labels, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) and k and _LABEL_RE.match(k) and _LABEL_RE.match(v)
+            isinstance(k, str) and isinstance(v, str) and _label_key_ok(k) and _LABEL_VALUE_RE.match(v)
             for k, v in labels.items()
         ):
             raise ApiError(400, "invalid_input", "invalid labels")

@@ -61,6 +61,21 @@ class RecordingHooks(CloudHooks):
         self._record("dns_rrsets_changed", zone, rrsets)
 
 
+def lock_ids(requests: list) -> set[str]:
+    """Ids of the environment's locks (cloud/lock.py: placement groups with a `lock` label) created in requests."""
+    return {str(entry["answer"]["placement_group"]["id"]) for entry in requests
+            if entry["method"] == "POST" and entry["path"] == "/placement_groups" and '"lock":' in entry["body"]
+            and entry["status"] == 201}
+
+
+def is_lock_request(entry: dict, ids: set[str]) -> bool:
+    """Taking (or trying to take) or releasing a lock."""
+    if entry["path"] == "/placement_groups":
+        return entry["method"] == "POST" and '"lock":' in entry["body"]
+    kind, _, resource_id = entry["path"].rpartition("/")
+    return entry["method"] == "DELETE" and kind == "/placement_groups" and resource_id in ids
+
+
 @dataclass
 class Result:
     code: int
@@ -68,6 +83,7 @@ class Result:
     err: str
     requests: list
     mutations: list
+    changes: list  # the mutations other than taking and releasing the lock
 
 
 class Harness:
@@ -92,9 +108,12 @@ class Harness:
         start = len(self.fake.requests)
         with contextlib.redirect_stderr(err), mock.patch("sys.stdin", io.StringIO(stdin)):
             code = bootstrap.main(list(argv), env, out)
-        requests = self.fake.requests[start:]
-        return Result(code, out.getvalue(), err.getvalue(), requests,
-                      [r for r in requests if r["method"] in MUTATING])
+        token = env.get("HCLOUD_TOKEN", "")
+        requests = [entry for entry in self.fake.requests[start:] if entry["token"] == token]  # this run's own
+        mutations = [r for r in requests if r["method"] in MUTATING]
+        ids = lock_ids(self.fake.requests)
+        return Result(code, out.getvalue(), err.getvalue(), requests, mutations,
+                      [r for r in mutations if not is_lock_request(r, ids)])
 
     def client(self) -> hcloud.Client:
         return hcloud.Client(token="operator", api_endpoint=self.fake.url, poll_interval=0.005)

@@ -190,7 +190,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = url.path[len("/v1"):] if url.path.startswith("/v1/") else url.path
         query = parse_qs(url.query)
         entry = {"method": method, "path": path, "query": query, "status": None,
-                 "body": raw_body.decode(errors="replace")}
+                 "body": raw_body.decode(errors="replace"),
+                 "token": self.headers.get("Authorization", "").removeprefix("Bearer ").strip()}
         fake.log(entry)
         fault = fake.faults.draw()
         if fault == "timeout":
@@ -206,6 +207,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(fault, _FAULT_BODIES[fault])
         status, payload = fake.dispatch(method, path, query, raw_body, self.headers.get("Authorization", ""))
         entry["status"] = status
+        if method in MUTATING:
+            entry["answer"] = payload  # what a created resource's id was, even when the answer is lost below
         if method in MUTATING and status < 400 and fake.count_mutation():
             self.close_connection = True  # the change is on disk, the answer is lost: a crash mid-request
             return

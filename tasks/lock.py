@@ -1,0 +1,104 @@
+"""The deploy holds the environment's lock (cloud/lock.py) while it changes hosts: a pyinfra state callback.
+
+deploy.py calls `hold()` first. Nothing happens while pyinfra prepares, so `--dry` (which stops there) never
+takes the lock. At the first operation pyinfra executes, the callback looks whether any host has an
+operation that will change something, conditional ones (`_if=`, which only follow a change) aside: pyinfra's
+own change detection answers that; with `-y`, which skips it, each host's operations are asked in order up to
+the first change. No change anywhere: nothing is sent to Hetzner and the no-op deploy goes on. Otherwise the
+callback takes the lock (waiting up to `--data lock_wait=SECONDS`), drops every host's snapshot so that the
+operations are planned again from the hosts as they are now, under the lock, and releases the lock when
+pyinfra disconnects from the hosts at the end (it does so in a `finally`: also after an error or Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+import gevent
+import requests
+from hcloud import APIException
+from pyinfra import host, logger, state
+from pyinfra.api.state import BaseStateCallback
+from pyinfra.context import ctx_host
+
+from cloud import lock as cloud_lock
+from cloud.api import BootstrapError, connect, describe
+from settings import SettingsError, load_settings
+from tasks import snapshot
+
+COMMAND = "deploy"
+MAX_WAIT_SECONDS = 86400
+
+
+def _will_change(state, target) -> bool:
+    """Whether an unconditional operation of this host changes something (pyinfra's `will_change`: the
+    answer of its change detection, or the operation asked now)."""
+    with ctx_host.use(target):
+        return any(data.operation_meta.will_change
+                   for data in (state.ops[target].get(op_hash) for op_hash in state.get_op_order())
+                   if data is not None and not data.global_arguments.get("_if"))
+
+
+class _DeployLock(BaseStateCallback):
+    def __init__(self, wait_seconds: float):
+        self.wait_seconds = wait_seconds
+        self.decided = False
+        self.held = None
+        self._guard = threading.Lock()  # gevent's, once pyinfra patched threading: one greenlet decides
+
+    def operation_start(self, state, op_hash):
+        self._take(state)
+
+    def operation_host_start(self, state, host, op_hash):  # --serial and --no-wait runs have no operation_start
+        self._take(state)
+
+    def host_disconnect(self, state, host):
+        self._release()
+
+    def _take(self, state) -> None:
+        with self._guard:
+            if self.decided:
+                return
+            self.decided = True
+            checks = [state.pool.spawn(_will_change, state, target) for target in state.inventory.get_active_hosts()]
+            gevent.joinall(checks, raise_error=True)
+            if not any(check.value for check in checks):
+                return
+            endpoint = "the Hetzner API"
+            try:
+                settings = load_settings()
+                endpoint = settings.hcloud_endpoint
+                client = connect(settings)
+                self.held = (client, settings, cloud_lock.acquire(client, settings, COMMAND, self.wait_seconds,
+                                                                  out=sys.stderr))
+            except (SettingsError, BootstrapError, APIException, requests.RequestException) as error:
+                print(f"error: {describe(error, endpoint)}", file=sys.stderr, flush=True)
+                raise SystemExit(1) from None
+            snapshot.forget()  # plan again, under the lock
+
+    def _release(self) -> None:
+        with self._guard:
+            held, self.held = self.held, None
+        if held is not None:
+            try:
+                cloud_lock.release(*held)
+            except BootstrapError as error:
+                logger.warning(f"Lock: {error}")
+
+
+def _wait_seconds(raw) -> float:
+    try:
+        seconds = float(raw)
+    except (TypeError, ValueError):
+        seconds = -1
+    if not 0 <= seconds <= MAX_WAIT_SECONDS:
+        sys.exit(f"error: --data lock_wait={raw!r} must be a number of seconds from 0 to {MAX_WAIT_SECONDS}")
+    return seconds
+
+
+def hold() -> None:
+    """Hold the environment's lock while this deploy changes hosts (deploy.py calls it for every host; the
+    callback is registered once)."""
+    if not any(isinstance(handler, _DeployLock) for handler in state.callback_handlers):
+        state.add_callback_handler(_DeployLock(_wait_seconds(host.data.get("lock_wait", 0))))

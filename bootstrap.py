@@ -158,20 +158,6 @@ def _confirm(prompt: str, expected: str, out) -> bool:
         return False
 
 
-def _seconds(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = -1
-    if not 0 <= seconds <= 86400:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 0 to 86400")
-    return seconds
-
-
-LOCK_WAIT = {"type": _seconds, "default": 0, "metavar": "SECONDS",
-             "help": "wait this long for another run's lock (default: fail at once)"}
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bootstrap.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -179,11 +165,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     commands.add_parser("plan", help="show what apply would change")
     apply = commands.add_parser("apply", help="create and reconcile the resources")
     apply.add_argument("--yes", action="store_true", help="do not ask")
-    apply.add_argument("--lock-wait", **LOCK_WAIT)
+    lock.add_wait_option(apply)
     destroy = commands.add_parser("destroy", help="delete the resources bootstrap owns")
     destroy.add_argument("--yes", action="store_true", help="do not ask for the environment name")
     destroy.add_argument("--include-volumes", action="store_true", help="also delete the volumes (data!)")
-    destroy.add_argument("--lock-wait", **LOCK_WAIT)
+    lock.add_wait_option(destroy)
     output = commands.add_parser("output", help="show addresses, volumes and DNS records")
     output.add_argument("--json", action="store_true", help="print the outputs file's JSON")
     commands.add_parser("lock", help="show who holds the environment's lock")
@@ -197,17 +183,21 @@ COMMANDS = {"plan": cmd_plan, "apply": cmd_apply, "destroy": cmd_destroy, "outpu
 
 
 def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None, out=None) -> int:
-    args = parse_args(argv)
+    return run(COMMANDS, parse_args(argv), environ, out, "interrupted; run apply again to finish what was started")
+
+
+def run(commands: dict, args: argparse.Namespace, environ: Mapping[str, str] | None, out, interrupted: str) -> int:
+    """Run args.command; any failure is one line on stderr and exit 1 (also used by maintain.py)."""
     out = out or sys.stdout
     endpoint = "the Hetzner API"
     try:
         settings = load_settings(environ)
         endpoint = settings.hcloud_endpoint
-        return COMMANDS[args.command](settings, args, out)
+        return commands[args.command](settings, args, out)
     except (SettingsError, BootstrapError, APIException, requests.RequestException) as error:
         message = describe(error, endpoint)
     except KeyboardInterrupt:
-        message = "interrupted; run apply again to finish what was started"
+        message = interrupted
     out.flush()
     print(f"error: {message}", file=sys.stderr)
     return EXIT_ERROR

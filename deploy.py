@@ -3,12 +3,13 @@
 Order across hosts: pyinfra orders operations as a graph of each host's sequence; an operation called for
 every host joins the sequences. keys.authorize_platform_key() is such a join (it acts on Dokku hosts only),
 so the Dokku hosts authorize the platform's key after the platform host generated it.
-lock.hold() first: the run holds the environment's lock while it changes hosts (tasks/lock.py).
+lock.hold() first: the run holds the environment's lock while it changes hosts (tasks/lock.py);
+reboot.report_required() last: the hosts that need a reboot are named at the end (tasks/reboot.py).
 """
 
 from pyinfra import host
 
-from tasks import base, docker, dokku, keys, lock, monitoring, nginx, platform, tls, volume
+from tasks import base, docker, dokku, keys, lock, monitoring, nginx, platform, reboot, tls, volume
 
 lock.hold()
 base.configure()
@@ -30,3 +31,5 @@ if "platform" in host.groups:
     nginx.configure()
     tls.certificates()
     monitoring.server()
+
+reboot.report_required()

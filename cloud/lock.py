@@ -16,6 +16,7 @@ it is held).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import getpass
 import hashlib
@@ -42,12 +43,36 @@ SINCE_FORMAT = "%Y%m%dT%H%M%SZ"
 LABEL_VALUE_MAX = 63
 POLL_FACTOR = 5  # a waiting run asks every 5 x HCLOUD_POLL_INTERVAL (5 s): Hetzner allows 3600 requests an hour
 MACHINE_ID_FILE = Path("/etc/machine-id")
+MAX_WAIT_SECONDS = 86400
 _INVALID_LABEL_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
 _held: set[int] = set()  # ids of the locks this process holds right now
 
 
 class LockHeld(BootstrapError):
     """Another run holds the environment's lock."""
+
+
+def wait_seconds(text) -> float:
+    """A lock wait: seconds from 0 to 86400; ValueError naming the value otherwise."""
+    try:
+        seconds = float(text)
+    except (TypeError, ValueError):
+        seconds = -1
+    if not 0 <= seconds <= MAX_WAIT_SECONDS:
+        raise ValueError(f"{text!r} is not a number of seconds from 0 to {MAX_WAIT_SECONDS}")
+    return seconds
+
+
+def _wait_argument(text: str) -> float:
+    try:
+        return wait_seconds(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def add_wait_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--lock-wait", type=_wait_argument, default=0, metavar="SECONDS",
+                        help="wait this long for another run's lock (default: fail at once)")
 
 
 def lock_name(settings: Settings) -> str:

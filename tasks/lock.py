@@ -28,7 +28,6 @@ from settings import SettingsError, load_settings
 from tasks import snapshot
 
 COMMAND = "deploy"
-MAX_WAIT_SECONDS = 86400
 
 
 def _will_change(state, target) -> bool:
@@ -89,12 +88,9 @@ class _DeployLock(BaseStateCallback):
 
 def _wait_seconds(raw) -> float:
     try:
-        seconds = float(raw)
-    except (TypeError, ValueError):
-        seconds = -1
-    if not 0 <= seconds <= MAX_WAIT_SECONDS:
-        sys.exit(f"error: --data lock_wait={raw!r} must be a number of seconds from 0 to {MAX_WAIT_SECONDS}")
-    return seconds
+        return cloud_lock.wait_seconds(raw)
+    except ValueError as error:
+        sys.exit(f"error: --data lock_wait: {error}")
 
 
 def hold() -> None:

@@ -1,14 +1,18 @@
 """The end-to-end gate: the whole platform on the local cloud, as an operator would run it (needs root).
 
-up -> bootstrap apply -> deploy -> marker file on every volume -> second deploy changes nothing -> markers
-still there -> host tests -> node_exporter stopped on a Dokku server: the host-down alert and its resolution
-reach the webhook receiver -> reboot every host -> markers still there -> host tests -> bootstrap destroy
--> down. Each step is the project's own command in a subprocess; the first one that fails stops the gate
-with its log. `down` runs whatever happened (namespaces, links, mounts, loop devices, processes).
+up -> bootstrap apply -> deploy (meanwhile a second deploy refuses, a third waits for the lock and then changes
+nothing) -> marker file on every volume -> /run/reboot-required on every host -> second deploy changes nothing and
+names them -> markers still there -> host tests -> node_exporter stopped on a Dokku server: the host-down alert and
+its resolution reach the webhook receiver -> `maintain.py reboot --only-if-required` rolls every host, Dokku
+servers first -> markers still there -> host tests -> nothing needs a reboot -> bootstrap destroy -> down.
+Each step is the project's own command in a subprocess; the first one that fails stops the gate with its log.
+`down` runs whatever happened (namespaces, links, mounts, loop devices, processes).
 """
 
+import ipaddress
 import json
 import os
+import re
 import secrets
 import shlex
 import shutil
@@ -18,8 +22,11 @@ from pathlib import Path
 
 import pytest
 
+from cloud import lock
+from cloud.api import connect
 from settings import MOUNT_POINTS, load_settings
 from tasks.nginx import PASSWORD_FILE
+from tasks.reboot import REBOOT_REQUIRED
 from tests.testbed import layout, pebble, steps, webhook
 
 pytestmark = pytest.mark.testbed
@@ -90,6 +97,63 @@ def _check_dry_runs(runner: steps.Runner, workdir: Path) -> None:
         raise steps.StepFailed(f"editing {EDITED_TEMPLATE} should plan only its upload, planned: {planned}")
     if f"+ {EDIT}" not in output or "Will modify /etc/fail2ban/jail.d/sshd.local" not in output:
         raise steps.StepFailed(f"the dry run did not show the template's diff:\n{output[-3000:]}")
+
+
+LOCK_WAIT_SECONDS = 600
+
+
+def _wait_for_lock(deploy: steps.Step, seconds: float = 120) -> None:
+    settings = _settings()
+    client, deadline = connect(settings), time.monotonic() + seconds
+    while lock.current(client, settings) is None:
+        if deploy.process.poll() is not None or time.monotonic() > deadline:
+            raise steps.StepFailed(f"the deploy did not take the lock (log {deploy.log}):\n{steps.tail(deploy.log)}")
+        time.sleep(0.2)
+
+
+def _concurrent_deploys(runner: steps.Runner) -> str:
+    """The first deploy holds the environment's lock: a second one started meanwhile refuses at once and runs
+    no operation; a third with `--data lock_wait=` waits, plans again under the lock and changes nothing. No
+    lock is left. Returns the first deploy's output."""
+    first = runner.start("deploy", steps.deploy(), with_stderr=True)
+    _wait_for_lock(first)
+    refused = runner.run("a second deploy meanwhile refuses", steps.deploy(), with_stderr=True, expect_failure=True)
+    if not re.search(rf"is locked by \S+ \(deploy, pid {first.pid}\) since ", refused) or "--> Results" in refused:
+        raise steps.StepFailed(f"the second deploy should refuse before any operation, naming the first:\n{refused}")
+    waiting = runner.start("a third deploy waits for the lock", steps.deploy(
+        "--json", "--data", f"lock_wait={LOCK_WAIT_SECONDS}"))
+    output = first.finish()
+    steps.assert_no_changes(steps.json_totals(waiting.finish()))
+    if f"waiting up to {LOCK_WAIT_SECONDS} s" not in waiting.log.read_text():
+        raise steps.StepFailed(f"the third deploy did not wait for the lock:\n{steps.tail(waiting.log)}")
+    if "is not locked" not in runner.run("no lock is left", [sys.executable, "bootstrap.py", "lock"]):
+        raise steps.StepFailed("a lock is left after the deploys")
+    return output
+
+
+def _flag_reboot_required(runner: steps.Runner) -> None:
+    """As unattended-upgrades does after a kernel update (on tmpfs: a reboot clears it)."""
+    for host in _hosts():
+        runner.run(f"flag {host['name']} as needing a reboot", _ssh(host, f"touch {REBOOT_REQUIRED}"))
+
+
+def _check_reboot_reported(deploy: steps.Step) -> None:
+    names = ", ".join(sorted(host["name"] for host in _hosts()))
+    if f"REBOOT REQUIRED ({REBOOT_REQUIRED}): {names};" not in deploy.log.read_text():
+        raise steps.StepFailed(f"the deploy did not name the hosts that need a reboot:\n{steps.tail(deploy.log)}")
+
+
+def _check_reboot_roll(output: str) -> None:
+    """Every host, one at a time, Dokku servers first (by private IP), each back before the next one starts."""
+    hosts = _hosts()
+    dokku = sorted((host for host in hosts if host["role"] == "dokku"),
+                   key=lambda host: ipaddress.ip_address(host["private_ip"]))
+    order = [host["name"] for host in dokku] + [host["name"] for host in hosts if host["role"] == "platform"]
+    wanted = [line for number, name in enumerate(order, 1)
+              for line in (f"[{number}/{len(order)}] rebooting {name}", f"[{number}/{len(order)}] {name} is back")]
+    got = [line.split(":")[0] for line in output.splitlines() if re.match(r"\[\d+/\d+\] ", line)]
+    if got != wanted:
+        raise steps.StepFailed(f"the roll should reboot {', '.join(order)} one after another:\n{output}")
 
 
 def _check_certificate_issued(deploy_output: str) -> None:
@@ -168,17 +232,21 @@ def test_platform_end_to_end(tmp_path_factory, capsys):
     try:
         runner.run("testbed up", _testbed("up", "--dokku-servers", str(DOKKU_SERVERS)))
         runner.run("bootstrap apply", steps.apply())
-        _check_certificate_issued(runner.run("deploy", steps.deploy(), with_stderr=True))
+        _check_certificate_issued(_concurrent_deploys(runner))
         _write_markers(runner, token)
-        totals = steps.json_totals(runner.run("second deploy", steps.deploy("--json")))
-        steps.assert_no_changes(totals)
+        _flag_reboot_required(runner)
+        second = runner.start("second deploy", steps.deploy("--json"))
+        steps.assert_no_changes(steps.json_totals(second.finish()))
+        _check_reboot_reported(second)
         _check_markers(runner, token, "after the second deploy")
         _check_dry_runs(runner, tmp_path_factory.mktemp("dry-run"))
         _host_tests(runner, capsys, "after the deploys")
         _check_host_down_alert(runner)
-        runner.run("reboot every host", steps.reboot())
+        _check_reboot_roll(runner.run("reboot roll", steps.reboot_roll()))
         _check_markers(runner, token, "after the reboot")
         _host_tests(runner, capsys, "after the reboot")
+        if "No host needs a reboot." not in runner.run("no host needs a reboot any more", steps.reboot_roll()):
+            raise steps.StepFailed("after the roll a host still has /run/reboot-required")
         runner.run("bootstrap destroy", steps.destroy())
         _check_no_secret_in_logs(runner)
     except steps.StepFailed as error:

@@ -372,5 +372,5 @@ def test_an_interrupted_deploy_releases_the_lock(h, tmp_path):
 
 def test_a_bad_lock_wait_for_the_deploy_is_one_line(h):
     code, output = finish(deploy(h, "-y", "--data", "lock_wait=soon"))
-    assert code == 1 and "error: --data lock_wait='soon' must be a number of seconds from 0 to 86400" in output
+    assert code == 1 and "error: --data lock_wait: 'soon' is not a number of seconds from 0 to 86400" in output
     assert h.fake.requests == []

@@ -38,8 +38,8 @@ def deploy(*extra: str, deploy_file: str = "deploy.py") -> list[str]:
     return [*PYINFRA, *extra, "inventory.py", deploy_file]
 
 
-def reboot() -> list[str]:
-    return deploy(deploy_file=str(Path(__file__).with_name("reboot.py").relative_to(layout.REPO_ROOT)))
+def reboot_roll() -> list[str]:
+    return [sys.executable, "maintain.py", "reboot", "--only-if-required"]
 
 
 def host_tests(verbose: bool = False) -> list[str]:
@@ -59,27 +59,51 @@ class Runner:
         log_dir.mkdir(parents=True, exist_ok=True)
 
     def run(self, name: str, argv: list[str], timeout: float = 900, cwd: Path = layout.REPO_ROOT,
-            with_stderr: bool = False, echo: bool = False) -> str:
+            with_stderr: bool = False, echo: bool = False, expect_failure: bool = False) -> str:
         """Run one step in cwd; return its stdout (stderr goes to the log too, and into the returned text
         with_stderr). With `echo`, every line is also printed as it comes (stdout and stderr together).
-        Raise StepFailed when it fails."""
+        Raise StepFailed when it fails (or, expect_failure, when it succeeds)."""
+        return self.start(name, argv, cwd, with_stderr, echo).finish(timeout, expect_failure)
+
+    def start(self, name: str, argv: list[str], cwd: Path = layout.REPO_ROOT, with_stderr: bool = False,
+              echo: bool = False) -> Step:
+        """Start a step in the background; Step.finish() waits for it."""
         self.count += 1
         log = self.log_dir / f"{self.count:02d}-{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}.log"
-        began = time.monotonic()
-        with open(log, "w") as handle:
-            handle.write(f"$ {' '.join(argv)}\n")
-            handle.flush()
-            stderr = subprocess.STDOUT if with_stderr or echo else handle
-            with subprocess.Popen(argv, cwd=cwd, env=self.env, stdout=subprocess.PIPE, stderr=stderr,
-                                  text=True) as process:
-                stdout, expired = _collect(process, timeout, echo)
-            code = f"timeout after {timeout:.0f}s" if expired else process.returncode
-            handle.write(stdout)
-        took = time.monotonic() - began
-        self.timings[name] = took
-        if code != 0:
-            raise StepFailed(f"step '{name}' failed ({code}) after {took:.0f}s; log {log}:\n{tail(log)}")
-        print(f"[{time.monotonic() - self.started:6.0f}s] {name}: ok ({took:.1f}s)", flush=True)
+        return Step(self, name, argv, log, cwd, with_stderr, echo)
+
+
+class Step:
+    """One running step of a Runner, its output going to its log."""
+
+    def __init__(self, runner: Runner, name: str, argv: list[str], log: Path, cwd: Path, with_stderr: bool,
+                 echo: bool):
+        self.runner, self.name, self.log, self.echo = runner, name, log, echo
+        self.began = time.monotonic()
+        self.handle = open(log, "w")
+        self.handle.write(f"$ {' '.join(argv)}\n")
+        self.handle.flush()
+        stderr = subprocess.STDOUT if with_stderr or echo else self.handle
+        self.process = subprocess.Popen(argv, cwd=cwd, env=runner.env, stdout=subprocess.PIPE, stderr=stderr,
+                                        text=True)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def finish(self, timeout: float = 900, expect_failure: bool = False) -> str:
+        """Wait for the step (at most `timeout` seconds more); its stdout. StepFailed as Runner.run says."""
+        with self.handle, self.process:
+            stdout, expired = _collect(self.process, timeout, self.echo)
+            code = f"timeout after {timeout:.0f}s" if expired else self.process.returncode
+            self.handle.write(stdout)
+        took = time.monotonic() - self.began
+        self.runner.timings[self.name] = took
+        if (code == 0) == expect_failure:
+            wanted = "succeeded, but it should have failed" if expect_failure else "failed"
+            raise StepFailed(f"step '{self.name}' {wanted} ({code}) after {took:.0f}s; log {self.log}:\n"
+                             f"{tail(self.log)}")
+        print(f"[{time.monotonic() - self.runner.started:6.0f}s] {self.name}: ok ({took:.1f}s)", flush=True)
         return stdout
 
 

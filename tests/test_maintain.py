@@ -1,0 +1,87 @@
+"""maintain.py's roll without hosts: the order, what it sends when there is nothing to do, and where it stops.
+pyinfra is replaced by a recorder (maintain._pyinfra); the lock is the real one against the fake cloud. The
+roll itself, on real hosts, is a step of the end-to-end gate (tests/test_e2e.py)."""
+
+import contextlib
+import io
+import json
+import subprocess
+
+import pytest
+
+import maintain
+from tests.fakecloud.harness import Harness
+from tests.test_bootstrap_faults import started  # noqa: F401 - a fixture
+
+SERVERS = [("mindroom-production-platform", "platform", "10.0.1.20"),
+           ("mindroom-production-dokku-10", "dokku", "10.0.1.19"),
+           ("mindroom-production-dokku-2", "dokku", "10.0.1.11"),
+           ("mindroom-production-dokku-1", "dokku", "10.0.1.10")]
+ORDER = ["mindroom-production-dokku-1", "mindroom-production-dokku-2", "mindroom-production-dokku-10",
+         "mindroom-production-platform"]
+
+
+@pytest.fixture
+def h(tmp_path, started):
+    harness = Harness(tmp_path, started())
+    outputs = {"servers": [{"name": name, "role": role, "private_ip": ip} for name, role, ip in SERVERS]}
+    (tmp_path / "outputs.json").write_text(json.dumps(outputs))
+    return harness
+
+
+class Pyinfra:
+    """Records maintain.py's pyinfra runs; `required` answers the RebootRequired fact, `failing` hosts fail."""
+
+    def __init__(self, h, required=(), failing=()):
+        self.h, self.required, self.failing = h, set(required), set(failing)
+        self.runs: list[tuple] = []
+        self.locks_seen: list[list[str]] = []
+
+    def __call__(self, *args, capture=False):
+        self.runs.append(args)
+        self.locks_seen.append([group["labels"]["command"] for group in self.h.fake.resources("placement_groups")])
+        if "fact" in args:
+            stdout = json.dumps({maintain.REBOOT_REQUIRED_FACT: {name: name in self.required for name in ORDER}})
+            return subprocess.CompletedProcess(args, 0, stdout)
+        host = args[args.index("--limit") + 1]
+        return subprocess.CompletedProcess(args, 1 if host in self.failing else 0, None)
+
+    def rebooted(self) -> list[str]:
+        return [args[args.index("--limit") + 1] for args in self.runs if "--limit" in args]
+
+
+def run(h, monkeypatch, pyinfra, *argv):
+    monkeypatch.setattr(maintain, "_pyinfra", pyinfra)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = maintain.main(["reboot", *argv], h.env, out)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_the_roll_goes_dokku_first_by_private_ip_then_the_platform(tmp_path, h):
+    assert maintain.roll_order(tmp_path / "outputs.json") == ORDER
+
+
+def test_nothing_to_reboot_sends_nothing(h, monkeypatch):
+    code, out, _ = run(h, monkeypatch, Pyinfra(h), "--only-if-required")
+    assert code == 0 and out == "No host needs a reboot.\n" and h.fake.requests == []
+
+
+def test_only_the_hosts_that_need_it_are_rebooted_one_at_a_time_under_the_lock(h, monkeypatch):
+    pyinfra = Pyinfra(h, required=["mindroom-production-platform", "mindroom-production-dokku-2"])
+    code, out, err = run(h, monkeypatch, pyinfra, "--only-if-required")
+    assert code == 0, err
+    assert pyinfra.rebooted() == ["mindroom-production-dokku-2", "mindroom-production-platform"]
+    assert pyinfra.locks_seen[0] == [] and all(seen == ["reboot"] for seen in pyinfra.locks_seen[1:]), \
+        "asked without the lock, asked again and rebooted under it"
+    assert "[1/2] rebooting mindroom-production-dokku-2" in out and "[2/2] mindroom-production-platform is back" in out
+    assert h.fake.resources("placement_groups") == []
+
+
+def test_a_host_that_does_not_come_back_stops_the_roll_naming_it(h, monkeypatch):
+    pyinfra = Pyinfra(h, failing=["mindroom-production-dokku-2"])
+    code, _, err = run(h, monkeypatch, pyinfra)
+    assert code == 1 and err == ("error: the reboot roll stopped at mindroom-production-dokku-2: it did not come back "
+                                 "with its services (pyinfra exit 1, output above); not rebooted: "
+                                 "mindroom-production-dokku-10, mindroom-production-platform\n")
+    assert pyinfra.rebooted() == ORDER[:2] and h.fake.resources("placement_groups") == []

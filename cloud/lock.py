@@ -180,16 +180,17 @@ def locked_by(settings: Settings, lock: Lock) -> str:
     return f"environment {settings.environment} is locked by {lock.holder.describe()}"
 
 
-def held_message(settings: Settings, lock: Lock) -> str:
+def held_message(settings: Settings, lock: Lock, wait_option: str = "--lock-wait SECONDS") -> str:
     if lock.holder is None:
         return f"{locked_by(settings, lock)}; delete it in the Hetzner console if nobody uses it"
-    return (f"{locked_by(settings, lock)}; wait with --lock-wait SECONDS, or if that run died: "
+    return (f"{locked_by(settings, lock)}; wait with {wait_option}, or if that run died: "
             "python bootstrap.py unlock --force")
 
 
 def acquire(client: hcloud.Client, settings: Settings, command: str, wait_seconds: float = 0,
-            out=sys.stdout) -> Lock:
-    """Take the lock, or raise LockHeld (at once, or after waiting wait_seconds for it)."""
+            out=sys.stdout, wait_option: str = "--lock-wait SECONDS") -> Lock:
+    """Take the lock, or raise LockHeld (at once, or after waiting wait_seconds for it; its message names
+    wait_option, the way this command waits)."""
     deadline = time.monotonic() + wait_seconds
     waiting = False
     while True:
@@ -214,7 +215,7 @@ def acquire(client: hcloud.Client, settings: Settings, command: str, wait_second
             print(f"Lock: {locked_by(settings, lock)}; waiting up to {wait_seconds:g} s", file=out, flush=True)
             waiting = True
         if not _released(client, lock.id, deadline, POLL_FACTOR * settings.hcloud_poll_interval):
-            raise LockHeld(held_message(settings, lock))
+            raise LockHeld(held_message(settings, lock, wait_option))
 
 
 def _released(client: hcloud.Client, lock_id: int, deadline: float, interval: float) -> bool:

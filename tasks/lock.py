@@ -28,6 +28,7 @@ from settings import SettingsError, load_settings
 from tasks import snapshot
 
 COMMAND = "deploy"
+WAIT_OPTION = "--data lock_wait=SECONDS"
 
 
 def _will_change(state, target) -> bool:
@@ -69,8 +70,8 @@ class _DeployLock(BaseStateCallback):
                 settings = load_settings()
                 endpoint = settings.hcloud_endpoint
                 client = connect(settings)
-                self.held = (client, settings, cloud_lock.acquire(client, settings, COMMAND, self.wait_seconds,
-                                                                  out=sys.stderr))
+                self.held = (client, settings, cloud_lock.acquire(
+                    client, settings, COMMAND, self.wait_seconds, out=sys.stderr, wait_option=WAIT_OPTION))
             except (SettingsError, BootstrapError, APIException, requests.RequestException) as error:
                 print(f"error: {describe(error, endpoint)}", file=sys.stderr, flush=True)
                 raise SystemExit(1) from None

@@ -350,6 +350,7 @@ def test_a_second_deploy_refuses_and_changes_nothing_or_waits_with_lock_wait(h, 
     wait_for_lock(h.fake)
     code, output = finish(deploy(h, "-y", "--data", f"marker={tmp_path / 'second'}", token="second"))
     assert code == 1 and held_by("deploy", first.pid).search(output), output
+    assert "; wait with --data lock_wait=SECONDS, or if that run died: python bootstrap.py unlock --force" in output
     assert not (tmp_path / "second").exists(), "the refused deploy ran no operation"
     assert mutations_of(h.fake, "second") == [("POST", "/placement_groups", 409)]
     waiting = deploy(h, "-y", "--data", f"marker={tmp_path / 'third'}", "--data", "lock_wait=60", token="third")

@@ -90,9 +90,8 @@ def _apply(ctx: Context, args, out) -> int:
 
 def cmd_destroy(settings: Settings, args, out) -> int:
     client = connect(settings)
-    observed = observe(client, settings)
-    if not pending(plan_destroy(Context(client=client, settings=settings, observed=observed), args.include_volumes)) \
-            and not lock.stale_here(client, settings):
+    first_look = Context(client=client, settings=settings, observed=observe(client, settings))
+    if not pending(plan_destroy(first_look, args.include_volumes)) and not lock.stale_here(client, settings):
         return _destroy(client, settings, args, out)
     with lock.hold(client, settings, "destroy", args.lock_wait, out):  # released (deleted) last
         return _destroy(client, settings, args, out)  # observes again, under the lock

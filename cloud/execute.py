@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 from .api import BootstrapError, describe
 from .plan import Context, Step
@@ -18,8 +18,10 @@ def _report(step: Step, out) -> None:
         print(f"  done  {step.kind:<7} {step.resource} {step.name}: {step.detail}".rstrip(": "), file=out, flush=True)
 
 
-def _run_target(ctx: Context, steps: list[Step], out) -> None:
+def _run_target(ctx: Context, steps: list[Step], out, stopping: threading.Event) -> None:
     for step in steps:
+        if stopping.is_set():
+            return
         step.run(ctx)
         _report(step, out)
 
@@ -32,8 +34,14 @@ def execute(ctx: Context, steps: list[Step], out=sys.stdout) -> None:
         for step in runnable:
             if step.phase == phase:
                 targets.setdefault(step.target or step.name, []).append(step)
+        stopping = threading.Event()
         with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(targets))) as pool:
-            futures = [pool.submit(_run_target, ctx, target_steps, out) for target_steps in targets.values()]
+            futures = [pool.submit(_run_target, ctx, target_steps, out, stopping) for target_steps in targets.values()]
+            try:
+                wait(futures)
+            except KeyboardInterrupt:  # the steps under way finish, no new one starts: then the lock is released
+                stopping.set()
+                raise
         errors = [future.exception() for future in futures if future.exception()]
         if errors:
             more = f" (and {len(errors) - 1} more failures)" if len(errors) > 1 else ""

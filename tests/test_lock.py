@@ -21,7 +21,7 @@ import bootstrap
 from cloud.lock import Holder, label_value, lock_name, this_machine
 from settings import load_settings
 from tests.fakecloud import FakeCloud
-from tests.fakecloud.harness import Harness
+from tests.fakecloud.harness import Harness, lock_ids
 from tests.fakecloud.server import MUTATING
 from tests.test_bootstrap_faults import assert_converged, started  # noqa: F401 - started is a fixture
 
@@ -297,6 +297,9 @@ def test_an_interrupted_apply_releases_the_lock_and_the_next_converges(tmp_path,
     _, err = run.communicate(timeout=60)
     assert run.returncode == 1 and err == "error: interrupted; run apply again to finish what was started\n"
     assert locks(h) == []
+    (lock_id,) = lock_ids([entry for entry in slow_fake.requests if entry["token"] == "interrupted"])
+    assert mutations_of(slow_fake, "interrupted")[-1] == ("DELETE", f"/placement_groups/{lock_id}", 204), \
+        "the steps under way finished before the release, and none started after it"
     assert h.run("apply", "--yes").code == 0
     assert_converged(h)
 

@@ -36,12 +36,16 @@ def roll_order(outputs_file: Path) -> list[str]:
     """The hosts bootstrap created, Dokku servers first (dokku-1, dokku-2, ... by private IP), the platform last."""
     try:
         servers = json.loads(outputs_file.read_text())["servers"]
+        dokku = sorted((server for server in servers if server["role"] == "dokku"),
+                       key=lambda server: ipaddress.ip_address(server["private_ip"]))
+        return [server["name"] for server in dokku] + [server["name"] for server in servers
+                                                       if server["role"] != "dokku"]
     except FileNotFoundError:
         raise SettingsError(f"OUTPUTS_FILE={str(outputs_file)!r} does not exist; run `python bootstrap.py apply` "
                             "first") from None
-    dokku = sorted((server for server in servers if server["role"] == "dokku"),
-                   key=lambda server: ipaddress.ip_address(server["private_ip"]))
-    return [server["name"] for server in dokku] + [server["name"] for server in servers if server["role"] != "dokku"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise SettingsError(f"OUTPUTS_FILE={str(outputs_file)!r} is not bootstrap's outputs file "
+                            f"({type(error).__name__}); run `python bootstrap.py output` to write it again") from None
 
 
 def _pyinfra(*args: str, capture: bool = False) -> subprocess.CompletedProcess:

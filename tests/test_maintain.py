@@ -85,3 +85,11 @@ def test_a_host_that_does_not_come_back_stops_the_roll_naming_it(h, monkeypatch)
                                  "with its services (pyinfra exit 1, output above); not rebooted: "
                                  "mindroom-production-dokku-10, mindroom-production-platform\n")
     assert pyinfra.rebooted() == ORDER[:2] and h.fake.resources("placement_groups") == []
+
+
+@pytest.mark.parametrize("text", ["{", "[]", '{"servers": [{"name": "x", "role": "dokku", "private_ip": "nope"}]}'])
+def test_a_bad_outputs_file_is_one_line(h, monkeypatch, tmp_path, text):
+    (tmp_path / "outputs.json").write_text(text)
+    code, _, err = run(h, monkeypatch, Pyinfra(h))
+    assert code == 1 and err.startswith(f"error: OUTPUTS_FILE='{tmp_path / 'outputs.json'}' is not bootstrap's")
+    assert len(err.splitlines()) == 1 and h.fake.requests == []

@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Mapping
+from typing import Callable, Mapping
 
 import requests
 from hcloud import APIException
@@ -29,23 +29,25 @@ from cloud.api import BootstrapError, check_catalog, connect, describe
 from cloud.desired import key_specs, server_specs
 from cloud.destroy import plan_destroy
 from cloud.dns import plan_dns
-from cloud.execute import execute
+from cloud.execute import converge
 from cloud.observe import observe
-from cloud.plan import Context, pending, plan_firewalls, plan_keys, plan_network, plan_placement_group, render
+from cloud.plan import (Context, pending, plan_firewalls, plan_keys, plan_network, plan_placement_group,
+                        refuse_conflicts, render)
+from cloud.probe import answers_ssh
 from cloud.servers import plan_servers
 from settings import Settings, SettingsError, load_settings
 
 EXIT_OK, EXIT_ERROR, EXIT_PENDING = 0, 1, 2
 
 
-def prepare(settings: Settings) -> Context:
+def prepare(settings: Settings, ssh_probe: Callable[[str], bool]) -> Context:
     """Local checks first (nothing is sent before they pass), then the catalog check, then observation."""
     settings.admin_networks  # noqa: B018 - raises when ADMIN_IPS is missing or invalid
     keys = key_specs(settings)
     client = connect(settings)
     catalog = check_catalog(client, settings)
     ctx = Context(client=client, settings=settings, observed=observe(client, settings, keys), catalog=catalog,
-                  keys=keys, servers=server_specs(settings, keys))
+                  keys=keys, servers=server_specs(settings, keys), ssh_probe=ssh_probe)
     return ctx
 
 
@@ -59,15 +61,16 @@ def _title(settings: Settings, verb: str) -> str:
 
 
 def cmd_plan(settings: Settings, args, out) -> int:
-    ctx = prepare(settings)
+    ctx = prepare(settings, args.ssh_probe)
     steps = make_plan(ctx)
     print(render(steps, _title(settings, "Plan")), file=out)
+    refuse_conflicts(steps)
     return EXIT_PENDING if pending(steps) else EXIT_OK
 
 
 def cmd_apply(settings: Settings, args, out) -> int:
     outputs.check_writable(settings.outputs_file)
-    ctx = prepare(settings)
+    ctx = prepare(settings, args.ssh_probe)
     if not pending(make_plan(ctx)) and not lock.stale_here(ctx.client, settings):
         return _apply(ctx, args, out)
     with lock.hold(ctx.client, settings, "apply", args.lock_wait, out):
@@ -78,11 +81,12 @@ def cmd_apply(settings: Settings, args, out) -> int:
 def _apply(ctx: Context, args, out) -> int:
     steps = make_plan(ctx)
     print(render(steps, _title(ctx.settings, "Plan")), file=out)
+    refuse_conflicts(steps)
     if pending(steps):
         if not args.yes and not _confirm("Apply these changes? Type 'yes' to go on: ", "yes", out):
             print("Nothing changed.", file=out)
             return EXIT_ERROR
-        execute(ctx, steps, out)
+        converge(ctx, steps, make_plan, out)
     _write_outputs(ctx, out, reobserve=pending(steps))
     print("Applied." if pending(steps) else "Nothing to do: everything is in sync.", file=out)
     return EXIT_OK
@@ -108,7 +112,7 @@ def _destroy(client, settings: Settings, args, out) -> int:
     if not args.yes and not _confirm(prompt, settings.environment, out):
         print("Nothing destroyed.", file=out)
         return EXIT_ERROR
-    execute(ctx, steps, out)
+    converge(ctx, steps, lambda ctx: plan_destroy(ctx, args.include_volumes), out)
     print("Destroyed.", file=out)
     return EXIT_OK
 
@@ -181,8 +185,13 @@ COMMANDS = {"plan": cmd_plan, "apply": cmd_apply, "destroy": cmd_destroy, "outpu
             "unlock": cmd_unlock}
 
 
-def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None, out=None) -> int:
-    return run(COMMANDS, parse_args(argv), environ, out, "interrupted; run apply again to finish what was started")
+def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None, out=None,
+         ssh_probe: Callable[[str], bool] = answers_ssh) -> int:
+    """ssh_probe(address) tells whether SSH answers there (a rolling resize waits for it); tests pass one
+    that asks the fake cloud."""
+    args = parse_args(argv)
+    args.ssh_probe = ssh_probe
+    return run(COMMANDS, args, environ, out, "interrupted; run apply again to finish what was started")
 
 
 def run(commands: dict, args: argparse.Namespace, environ: Mapping[str, str] | None, out, interrupted: str) -> int:

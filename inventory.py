@@ -27,6 +27,7 @@ def _load_servers(settings):
     if not isinstance(servers, list) or not all(map(_valid_server, servers)):
         raise SettingsError(f"OUTPUTS_FILE={str(settings.outputs_file)!r} lacks servers with name, role, ipv4 and "
                             "private_ip; run `python bootstrap.py output` to write it again")
+    _check_environment(outputs, settings)
     return servers
 
 
@@ -37,6 +38,17 @@ def _valid_server(server) -> bool:
         return server["role"] in _ROLES and re.fullmatch(r"[a-z0-9-]{1,63}", server["name"]) is not None
     except (TypeError, KeyError, ValueError):
         return False
+
+
+def _check_environment(outputs, settings):
+    """Another environment's outputs would deploy this environment's secrets onto its servers."""
+    found = outputs.get("environment")
+    if found != settings.environment:
+        raise SettingsError(
+            f"OUTPUTS_FILE={str(settings.outputs_file)!r} belongs to environment {found!r}, not "
+            f"ENVIRONMENT={settings.environment!r}; point OUTPUTS_FILE at this environment's file "
+            f"(python bootstrap.py output writes it)"
+        )
 
 
 def _host(server, settings):

@@ -1,12 +1,14 @@
 """Teardown of what bootstrap owns (found by its labels only): servers first, then what they used.
 Volumes are kept, still protected, unless include_volumes. Adopted SSH keys carry no labels of ours, so
-they are never even listed here."""
+they are never even listed here. A firewall of ours that also protects something we do not own (applied
+there by hand) is kept: deleting our servers takes it off them, and it stays where it was put by hand."""
 
 from __future__ import annotations
 
+from hcloud import APIException
 from hcloud.firewalls.domain import FirewallResource
 
-from .api import wait
+from .api import BootstrapError, wait
 from .observe import is_ours
 from .plan import Context, Step
 
@@ -28,8 +30,7 @@ def plan_destroy(ctx: Context, include_volumes: bool) -> list[Step]:
         else:
             steps.append(Step("delete", "volume", name, f"{volume.size} GB: lift delete protection, delete",
                               lambda ctx, volume=volume: _delete_volume(ctx, volume), REST))
-    steps += [Step("delete", "firewall", name, "", lambda ctx, fw=fw: _delete_firewall(ctx, fw), REST)
-              for name, fw in sorted(observed.firewalls.items())]
+    steps += [_firewall_step(ctx, name, firewall) for name, firewall in sorted(observed.firewalls.items())]
     steps += [Step("delete", "network", name, "", lambda ctx, net=net: ctx.client.networks.delete(net), REST)
               for name, net in sorted(observed.networks.items())]
     steps += [Step("delete", "placement group", name, "", lambda ctx, pg=pg: ctx.client.placement_groups.delete(pg),
@@ -52,10 +53,42 @@ def _delete_volume(ctx: Context, volume) -> None:
     ctx.client.volumes.delete(volume)
 
 
+def _foreign_uses(ctx: Context, firewall) -> list[str]:
+    """What the firewall is applied to besides our servers (which destroy deletes, taking it off them)."""
+    uses = []
+    for resource in firewall.applied_to or []:
+        if resource.server is not None and ctx.observed.server_by_id(resource.server.id) is None:
+            uses.append(_server_title(ctx, resource.server.id))
+        elif resource.label_selector is not None:
+            uses.append(f"the servers matching label selector {resource.label_selector.selector!r}")
+    return uses
+
+
+def _server_title(ctx: Context, server_id: int) -> str:
+    try:
+        return f"server {ctx.client.servers.get_by_id(server_id).name} (id {server_id})"
+    except APIException:  # deleted meanwhile, or not visible to this token
+        return f"server id {server_id}"
+
+
+def _firewall_step(ctx: Context, name: str, firewall) -> Step:
+    foreign = _foreign_uses(ctx, firewall)
+    if foreign:
+        return Step("warning", "firewall", name, f"also applied to {', '.join(foreign)}, which bootstrap does not "
+                    "own: kept, and left on them (our servers lose it as they are deleted); take it off them by "
+                    "hand, then run destroy again")
+    return Step("delete", "firewall", name, "applied to our servers only", lambda ctx: _delete_firewall(ctx, firewall),
+                REST)
+
+
 def _delete_firewall(ctx: Context, firewall) -> None:
-    current = ctx.client.firewalls.get_by_id(firewall.id)  # servers were deleted since it was listed
-    applied = [FirewallResource(type=FirewallResource.TYPE_SERVER, server=resource.server)
-               for resource in current.applied_to or [] if resource.server is not None]
-    if applied:
-        wait(*ctx.client.firewalls.remove_from_resources(current, applied))
+    current = ctx.client.firewalls.get_by_id(firewall.id)  # our servers were deleted since it was listed
+    foreign = _foreign_uses(ctx, current)
+    if foreign:  # applied to something else since the plan: never stripped from it
+        raise BootstrapError(f"firewall {current.name} is now also applied to {', '.join(foreign)}, which bootstrap "
+                             "does not own: kept; take it off by hand, then run destroy again")
+    ours = [FirewallResource(type=FirewallResource.TYPE_SERVER, server=resource.server)
+            for resource in current.applied_to or [] if resource.server is not None]
+    if ours:
+        wait(*ctx.client.firewalls.remove_from_resources(current, ours))
     ctx.client.firewalls.delete(current)

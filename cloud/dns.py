@@ -2,6 +2,8 @@
 
 Records bootstrap creates carry its labels; only those are ever deleted (when no longer wanted, or by destroy).
 A record set that exists without our labels (made by hand) gets its values updated, its labels left alone.
+A record set labelled for another environment (staging with production's DOMAIN) is never changed: it is a
+conflict, and plan and apply stop before anything is sent.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from collections import defaultdict
 
 from hcloud.zones.domain import ZoneRecord
 
-from settings import Settings
+from settings import MANAGED_BY, Settings
 
 from .api import wait
 from .desired import dns_records, ipv6_address
@@ -40,6 +42,34 @@ def wanted_rrsets(settings: Settings, servers: dict) -> dict[tuple[str, str], li
     return {key: sorted(values) for key, values in rrsets.items()}
 
 
+def _title(name: str, rtype: str, zone: str) -> str:
+    return f"{rtype} {zone if name == '@' else name + '.' + zone}"
+
+
+def other_environment(rrset, settings: Settings) -> str | None:
+    """The environment a record set bootstrap made belongs to, when it is not this one."""
+    labels = rrset.labels or {}
+    if labels.get("managed-by") != MANAGED_BY or is_ours(rrset, settings):
+        return None
+    return labels.get("environment") or "(none)"
+
+
+def conflict_steps(ctx: Context) -> list[Step]:
+    """Our record names that another environment's record sets hold (rrset_steps never meets those)."""
+    settings = ctx.settings
+    names = {(relative(record.name, settings.dns_zone), record.type) for record in dns_records(settings, {})}
+    steps = []
+    for name, rtype in sorted(names):
+        rrset = ctx.observed.rrsets.get((name, rtype))
+        owner = other_environment(rrset, settings) if rrset else None
+        if owner:
+            steps.append(Step("conflict", "dns record", _title(name, rtype, settings.dns_zone),
+                              f"belongs to environment {owner} and is never changed from ENVIRONMENT="
+                              f"{settings.environment}; give this environment a DOMAIN of its own (e.g. "
+                              "staging.<domain>) or unset DNS_ZONE"))
+    return steps
+
+
 def plan_dns(ctx: Context) -> list[Step]:
     zone_name = ctx.settings.dns_zone
     if not zone_name:
@@ -47,6 +77,9 @@ def plan_dns(ctx: Context) -> list[Step]:
     if ctx.observed.zone is None:
         return [Step("warning", "dns zone", zone_name, "DNS_ZONE does not exist in Hetzner DNS: create the records "
                      "that `python bootstrap.py output` lists by hand")]
+    conflicts = conflict_steps(ctx)  # checked by name, also before the servers (and so the values) exist
+    if conflicts:
+        return conflicts
     wanted = wanted_rrsets(ctx.settings, ctx.observed.servers)
     if wanted is None:
         return [Step("create", "dns records", zone_name, "A/AAAA for the domain, app, admin, api, webhooks and the "
@@ -65,7 +98,7 @@ def rrset_steps(ctx: Context, wanted: dict) -> list[Step]:
     zone, existing, settings = ctx.observed.zone, ctx.observed.rrsets, ctx.settings
     steps = []
     for (name, rtype), values in sorted(wanted.items()):
-        fqdn = f"{rtype} {settings.dns_zone if name == '@' else name + '.' + settings.dns_zone}"
+        fqdn = _title(name, rtype, settings.dns_zone)
         records = [ZoneRecord(value=value) for value in values]
         rrset = existing.get((name, rtype))
         if rrset is None:
@@ -82,6 +115,6 @@ def rrset_steps(ctx: Context, wanted: dict) -> list[Step]:
             steps.append(Step("unchanged", "dns record", fqdn, " ".join(values)))
     for (name, rtype), rrset in sorted(existing.items()):
         if (name, rtype) not in wanted and is_ours(rrset, settings):
-            steps.append(Step("delete", "dns record", f"{rtype} {name}", "no longer wanted",
+            steps.append(Step("delete", "dns record", _title(name, rtype, settings.dns_zone), "no longer wanted",
                               lambda ctx, rrset=rrset: wait(ctx.client.zones.delete_rrset(rrset).action), DNS, "dns"))
     return steps

@@ -1,8 +1,10 @@
-"""The plan: a list of small printable steps (create / update / resize / delete / warning / unchanged).
+"""The plan: a list of small printable steps (create / update / resize / delete / warning / conflict /
+unchanged).
 
 Each step that changes something carries a `run(ctx)`. Steps run by phase; within a phase, steps with the
 same target run one after another (Hetzner locks a server while an action on it runs), different targets
-run at the same time. This module plans the project-wide resources; servers.py and dns.py the rest.
+run at the same time. A conflict (something of another environment in the way) stops plan and apply before
+anything is sent. This module plans the project-wide resources; servers.py and dns.py the rest.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from hcloud.networks.domain import NetworkSubnet
 
 from settings import NETWORK_IP_RANGE, NETWORK_ZONE, ROLES, SUBNET_IP_RANGE, Settings
 
-from .api import Catalog, wait
+from .api import BootstrapError, Catalog, wait
 from .desired import KeySpec, ServerSpec, firewall_rules, rule_key
 from .observe import Observed, is_ours
+from .probe import answers_ssh
 
 CHANGES = ("create", "update", "resize", "delete")
-BASE, CREATE, CONVERGE, DNS = range(4)
+# ROLL comes last: resizes run one server at a time once everything else is in place.
+BASE, CREATE, CONVERGE, DNS, ROLL = range(5)
 
 
 @dataclass
@@ -31,6 +35,7 @@ class Context:
     catalog: Catalog | None = None
     keys: list[KeySpec] = field(default_factory=list)
     servers: list[ServerSpec] = field(default_factory=list)
+    ssh_probe: Callable[[str], bool] = answers_ssh  # address -> does SSH answer there (tests ask the fake)
 
 
 @dataclass
@@ -52,13 +57,22 @@ def pending(steps: list[Step]) -> bool:
     return any(step.changes for step in steps)
 
 
+def refuse_conflicts(steps: list[Step], outcome: str = "nothing was changed") -> None:
+    """One line naming the first conflict; raised after the plan is shown, before its first step runs."""
+    conflicts = [step for step in steps if step.kind == "conflict"]
+    if conflicts:
+        first = conflicts[0]
+        more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
+        raise BootstrapError(f"{first.resource} {first.name}{more}: {first.detail}; {outcome}")
+
+
 def render(steps: list[Step], title: str) -> str:
     widths = [max([len(getattr(step, column)) for step in steps] + [0]) for column in ("kind", "resource", "name")]
     lines = [title]
     for step in steps:
         row = [step.kind.ljust(widths[0]), step.resource.ljust(widths[1]), step.name.ljust(widths[2]), step.detail]
         lines.append("  " + "  ".join(row).rstrip())
-    counts = {kind: sum(step.kind == kind for step in steps) for kind in CHANGES + ("warning", "unchanged")}
+    counts = {kind: sum(step.kind == kind for step in steps) for kind in CHANGES + ("conflict", "warning", "unchanged")}
     lines.append("Plan: " + ", ".join(f"{count} {kind}" for kind, count in counts.items() if count) + "."
                  if steps else "Plan: nothing is managed yet.")
     return "\n".join(lines)

@@ -7,14 +7,20 @@ code for a new server and for a drifted one. Nothing here ever replaces or delet
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from hcloud.firewalls.domain import FirewallResource
 from hcloud.servers.domain import ServerCreatePublicNetwork
 
-from .api import SHUTDOWN_TIMEOUT_SECONDS, wait, wait_for_status
+from settings import SSH_PORT
+
+from .api import SHUTDOWN_TIMEOUT_SECONDS, BootstrapError, settle, wait, wait_for_status
 from .desired import ServerSpec
-from .plan import CONVERGE, CREATE, Context, Step, labels_step, update_labels
+from .plan import CONVERGE, CREATE, ROLL, Context, Step, labels_step, update_labels
+
+ROLLING = "rolling resize"  # the one target of every resize step: they run one after another, in plan order
+SSH_WAIT_SECONDS = 300  # after power-on, how long a resized server may take to answer SSH before the roll stops
 
 
 @dataclass
@@ -102,7 +108,14 @@ def plan_servers(ctx: Context) -> list[Step]:
         for name in sorted(set(found) - wanted):
             steps.append(Step("warning", kind, name, "not in the settings any more (DOKKU_SERVERS?): kept; "
                               "move its data and delete it by hand"))
+    _number_the_roll([step for step in steps if step.target == ROLLING])
     return steps
+
+
+def _number_the_roll(resizes: list[Step]) -> None:
+    for number, step in enumerate(resizes, 1):
+        after = f", once {resizes[number - 2].name} answers SSH again" if number > 1 else ""
+        step.detail = f"{number} of {len(resizes)}{after}: {step.detail}"
 
 
 def _step(spec: ServerSpec, kind: str, resource: str, detail: str, run) -> Step:
@@ -153,9 +166,10 @@ def _type_drift(ctx: Context, spec: ServerSpec, view: ServerView) -> list[Step]:
     if wanted.disk < view.disk:
         return [_step(spec, "warning", "server", f"type is {view.type}, settings ask {spec.server_type}, whose "
                       f"{wanted.disk} GB disk is smaller than the server's {view.disk} GB: not resized", None)]
-    return [_step(spec, "resize", "server", f"{view.type} -> {spec.server_type} with downtime: power off, change "
-                  f"type keeping the {view.disk} GB disk (so it can shrink back), power on",
-                  lambda ctx: _resize(ctx, spec))]
+    return [Step("resize", "server", spec.name, f"{view.type} -> {spec.server_type} keeping the {view.disk} GB disk "
+                 f"(so it can shrink back); down from shutdown (power-off after {SHUTDOWN_TIMEOUT_SECONDS} s) "
+                 f"until it answers SSH again (at most {SSH_WAIT_SECONDS} s after power-on), the others running",
+                 lambda ctx: _resize(ctx, spec), ROLL, ROLLING)]
 
 
 def _volume_drift(ctx: Context, spec: ServerSpec, volume, view: VolumeView) -> list[Step]:
@@ -225,12 +239,35 @@ def _attach_network(ctx: Context, spec: ServerSpec, current_ip: str | None) -> N
 
 
 def _resize(ctx: Context, spec: ServerSpec) -> None:
-    """Graceful shutdown (hard power-off if it does not stop in time), change type keeping the disk, power on."""
+    """Graceful shutdown (hard power-off if it does not stop in time), change type keeping the disk, power on
+    (also when the change failed), then wait until it answers SSH: only then may the next server go down."""
     client, settings = ctx.client, ctx.settings
     server = client.servers.get_by_id(_server(ctx, spec).id)
-    if server.status != "off":
-        wait(client.servers.shutdown(server))
-        if not wait_for_status(client, server, "off", SHUTDOWN_TIMEOUT_SECONDS, settings.hcloud_poll_interval):
-            wait(client.servers.power_off(server))
-    wait(client.servers.change_type(server, ctx.catalog.server_types[spec.role], upgrade_disk=False))
-    wait(client.servers.power_on(server))
+    try:
+        if server.status != "off":
+            wait(client.servers.shutdown(server))
+            if not wait_for_status(client, server, "off", SHUTDOWN_TIMEOUT_SECONDS, settings.hcloud_poll_interval):
+                wait(client.servers.power_off(server))
+        wait(client.servers.change_type(server, ctx.catalog.server_types[spec.role], upgrade_disk=False))
+    finally:
+        _power_on_again(ctx, server)
+    _wait_for_ssh(ctx, spec, server)
+
+
+def _power_on_again(ctx: Context, server) -> None:
+    client = ctx.client
+    settle(client.servers.get_actions(server, status=["running"]))  # a change or shutdown still under way
+    if client.servers.get_by_id(server.id).status != "running":
+        wait_for_status(client, server, "off", SHUTDOWN_TIMEOUT_SECONDS, ctx.settings.hcloud_poll_interval)
+        wait(client.servers.power_on(server))
+
+
+def _wait_for_ssh(ctx: Context, spec: ServerSpec, server) -> None:
+    address = server.public_net.ipv4.ip  # the address the outputs file gives the deploy
+    deadline = time.monotonic() + SSH_WAIT_SECONDS
+    while not ctx.ssh_probe(address):
+        if time.monotonic() > deadline:
+            raise BootstrapError(f"{spec.name} was resized and powered on but does not answer SSH on "
+                                 f"{address}:{SSH_PORT} after {SSH_WAIT_SECONDS} s: the rolling resize stops "
+                                 "here, the servers after it are untouched; check its console")
+        time.sleep(ctx.settings.hcloud_poll_interval)

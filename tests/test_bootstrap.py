@@ -2,13 +2,18 @@
 
 import importlib
 import json
+import socket
 import stat
 import sys
+import threading
 
 import pytest
-from hcloud.firewalls.domain import FirewallRule
+from hcloud.firewalls.domain import FirewallResource, FirewallRule
+from hcloud.images.domain import Image
+from hcloud.server_types.domain import ServerType
 from hcloud.zones.domain import ZoneRecord
 
+from cloud.probe import answers_ssh
 from tests.fakecloud import FakeCloud
 from tests.fakecloud.harness import Harness, RecordingHooks, write_public_key
 
@@ -363,3 +368,190 @@ def test_a_changed_key_file_replaces_our_key_of_that_name(applied):
     assert h.by_name("ssh_keys", "mindroom-production-admin")["public_key"] == new_key
     assert len(h.fake.resources("ssh_keys")) == 2 and len(h.fake.resources("servers")) == 2
     assert h.run("plan").code == 0
+
+
+def rrset_values(client, zone) -> dict:
+    return {(r.name, r.type): ([x.value for x in r.records], r.labels) for r in client.zones.get_rrset_all(zone)}
+
+
+def test_another_environment_with_the_same_domain_never_changes_its_dns_records(h):
+    client = h.client()
+    zone = client.zones.create(name="mindroom.test", mode="primary").zone
+    assert h.run("apply", "--yes", DNS_ZONE="mindroom.test").code == 0
+    production = rrset_values(client, zone)
+    assert production[("app", "A")][1]["environment"] == "production"
+    staging = {"ENVIRONMENT": "staging", "DNS_ZONE": "mindroom.test", "OUTPUTS_FILE": str(h.tmp_path / "staging.json")}
+
+    plan = h.run("plan", **staging)
+    conflicts = rows(plan.out, "conflict")
+    assert plan.code == 1 and plan.mutations == []
+    assert len(conflicts) == len(production) and any("A app.mindroom.test" in row for row in conflicts)
+    assert all("belongs to environment production" in row for row in conflicts)
+    assert plan.err == ("error: dns record A *.mindroom.test (and 7 more): belongs to environment production and is "
+                        "never changed from ENVIRONMENT=staging; give this environment a DOMAIN of its own (e.g. "
+                        "staging.<domain>) or unset DNS_ZONE; nothing was changed\n")
+    applied = h.run("apply", "--yes", **staging)
+    assert applied.code == 1 and applied.mutations == [], "refused before the first mutation"
+    assert applied.err == plan.err and "Applied" not in applied.out
+    assert h.names("servers") == [DOKKU1, PLATFORM]
+
+    # staging with its own DOMAIN, in the same zone: its records sit beside production's
+    own = {**staging, "DOMAIN": "staging.mindroom.test"}
+    assert h.run("apply", "--yes", **own).code == 0
+    assert h.run("destroy", "--yes", "--include-volumes", **own).code == 0
+    assert rrset_values(client, zone) == production
+    assert h.run("plan", DNS_ZONE="mindroom.test").code == 0
+
+
+def test_inventory_refuses_the_outputs_of_another_environment(applied, monkeypatch):
+    for name, value in {**applied.env, "ENVIRONMENT": "staging"}.items():
+        monkeypatch.setenv(name, value)  # OUTPUTS_FILE still names production's file
+    monkeypatch.delitem(sys.modules, "inventory", raising=False)
+    with pytest.raises(SystemExit) as refused:
+        importlib.import_module("inventory")
+    path = applied.tmp_path / "outputs.json"
+    assert refused.value.code == (f"error: OUTPUTS_FILE='{path}' belongs to environment 'production', not "
+                                  "ENVIRONMENT='staging'; point OUTPUTS_FILE at this environment's file "
+                                  "(python bootstrap.py output writes it)")
+
+
+def test_destroy_never_strips_our_firewall_from_a_server_we_do_not_own(applied):
+    h = applied
+    client = h.client()
+    theirs = client.servers.create(name="office-vpn", server_type=ServerType(name="cx22"), image=Image(name="debian-13"))
+    theirs.action.wait_until_finished()
+    dokku_firewall = client.firewalls.get_by_name("mindroom-production-dokku")
+    for action in client.firewalls.apply_to_resources(dokku_firewall, [FirewallResource(type="server", server=theirs.server)]):
+        action.wait_until_finished()
+
+    plan = h.run("destroy", stdin="no\n")
+    assert plan.code == 1 and plan.mutations == []
+    [warning] = [" ".join(row.split()) for row in rows(plan.out, "warning")]
+    assert warning.startswith(f"warning firewall mindroom-production-dokku also applied to server office-vpn "
+                              f"(id {theirs.server.id}), which bootstrap does not own: kept, and left on them")
+    assert any("mindroom-production-platform" in row for row in rows(plan.out, "delete"))
+    result = h.run("destroy", "--yes")
+    assert result.code == 0, result.err
+    assert not any("remove_from_resources" in r["path"] for r in result.mutations)
+    assert h.names("servers") == ["office-vpn"] and h.names("firewalls") == ["mindroom-production-dokku"]
+    assert [fw["id"] for fw in h.by_name("servers", "office-vpn")["public_net"]["firewalls"]] == [dokku_firewall.id]
+
+    for action in client.firewalls.remove_from_resources(dokku_firewall, [FirewallResource(type="server", server=theirs.server)]):
+        action.wait_until_finished()
+    assert h.run("destroy", "--yes").code == 0 and h.names("firewalls") == []
+
+
+def roll_events(hooks, h) -> list[tuple]:
+    """Power changes and SSH probes, in the order they happened, by server name."""
+    names = {s["id"]: s["name"] for s in h.fake.resources("servers")}
+    by_ip = {s["public_net"]["ipv4"]["ip"]: s["name"] for s in h.fake.resources("servers")}
+    events = []
+    for name, args, _ in hooks.calls:
+        if name == "server_powered":
+            events.append((names[args[0]], "on" if args[1] else "off"))
+        elif name == "ssh_probe":
+            events.append((by_ip[args[0]], "answers" if args[1] else "silent"))
+    return events
+
+
+def test_a_type_change_rolls_one_server_at_a_time_each_after_the_last_answers_ssh(h, hooks):
+    assert h.run("apply", "--yes", DOKKU_SERVERS="3").code == 0
+    dokku = [f"mindroom-production-dokku-{n}" for n in (1, 2, 3)]
+    plan = h.run("plan", DOKKU_SERVERS="3", DOKKU_SERVER_TYPE="cpx41")
+    resizes = [" ".join(row.split()) for row in rows(plan.out, "resize")]
+    assert [row.split()[2] for row in resizes] == dokku, "the order"
+    assert resizes[0] == (f"resize server {dokku[0]} 1 of 3: cpx31 -> cpx41 keeping the 160 GB disk (so it can "
+                          "shrink back); down from shutdown (power-off after 120 s) until it answers SSH again (at "
+                          "most 300 s after power-on), the others running")
+    assert f"{dokku[1]} 2 of 3, once {dokku[0]} answers SSH again: cpx31 -> cpx41" in resizes[1]
+    assert f"{dokku[2]} 3 of 3, once {dokku[1]} answers SSH again: cpx31 -> cpx41" in resizes[2]
+
+    ip = {s["name"]: s["public_net"]["ipv4"]["ip"] for s in h.fake.resources("servers")}
+    h.ssh.unanswered[ip[dokku[0]]] = 2  # its sshd takes a while: dokku-2 must wait for it
+    hooks.calls.clear()
+    result = h.run("apply", "--yes", DOKKU_SERVERS="3", DOKKU_SERVER_TYPE="cpx41")
+    assert result.code == 0, result.err
+    assert roll_events(hooks, h) == [
+        (dokku[0], "off"), (dokku[0], "on"), (dokku[0], "silent"), (dokku[0], "silent"), (dokku[0], "answers"),
+        (dokku[1], "off"), (dokku[1], "on"), (dokku[1], "answers"),
+        (dokku[2], "off"), (dokku[2], "on"), (dokku[2], "answers"),
+    ]
+    assert all(h.by_name("servers", name)["server_type"]["name"] == "cpx41" for name in dokku)
+
+
+def test_a_failed_type_change_powers_the_server_on_again_and_stops_the_roll(h, hooks):
+    assert h.run("apply", "--yes", DOKKU_SERVERS="2").code == 0
+    dokku2 = h.by_name("servers", "mindroom-production-dokku-2")
+    h.fake.fail_next("change_type")
+    hooks.calls.clear()
+    failed = h.run("apply", "--yes", DOKKU_SERVERS="2", DOKKU_SERVER_TYPE="cpx41")
+    assert failed.code == 1 and len(failed.err.splitlines()) == 1
+    assert failed.err.startswith("error: action change_type (") and "run apply again" in failed.err
+    first = h.by_name("servers", DOKKU1)
+    assert (first["server_type"]["name"], first["status"]) == ("cpx31", "running"), "powered on again"
+    assert roll_events(hooks, h) == [(DOKKU1, "off"), (DOKKU1, "on")], "the roll stopped before dokku-2"
+    assert not any(f"/servers/{dokku2['id']}/" in r["path"] for r in failed.mutations)
+    assert h.by_name("servers", dokku2["name"])["status"] == "running"
+
+    again = h.run("apply", "--yes", DOKKU_SERVERS="2", DOKKU_SERVER_TYPE="cpx41")
+    assert again.code == 0, again.err
+    assert {s["server_type"]["name"] for s in h.fake.resources("servers") if s["labels"]["role"] == "dokku"} == {"cpx41"}
+
+
+def test_a_resized_server_that_does_not_answer_ssh_stops_the_roll(h, hooks, monkeypatch):
+    monkeypatch.setattr("cloud.servers.SSH_WAIT_SECONDS", 0.2)
+    assert h.run("apply", "--yes", DOKKU_SERVERS="2").code == 0
+    first = h.by_name("servers", DOKKU1)
+    address = first["public_net"]["ipv4"]["ip"]
+    h.ssh.unanswered[address] = float("inf")
+    result = h.run("apply", "--yes", DOKKU_SERVERS="2", DOKKU_SERVER_TYPE="cpx41")
+    assert result.code == 1
+    assert result.err == (f"error: {DOKKU1} was resized and powered on but does not answer SSH on {address}:22 after "
+                          "0.2 s: the rolling resize stops here, the servers after it are untouched; check its "
+                          "console; run apply again to finish\n")
+    second = h.by_name("servers", "mindroom-production-dokku-2")
+    assert (second["server_type"]["name"], second["status"]) == ("cpx31", "running")
+    assert not any(f"/servers/{second['id']}/" in r["path"] for r in result.mutations)
+
+
+class _Listener:
+    """A TCP server on 127.0.0.1 that greets each connection with `greeting` and closes it."""
+
+    def __init__(self, greeting: bytes):
+        self.socket = socket.create_server(("127.0.0.1", 0))
+        self.port = self.socket.getsockname()[1]
+        self.greeting = greeting
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                connection, _ = self.socket.accept()
+            except OSError:
+                return
+            with connection:
+                connection.sendall(self.greeting)
+
+    def close(self):
+        self.socket.shutdown(socket.SHUT_RDWR)  # wakes the accept
+        self.socket.close()
+
+
+@pytest.mark.parametrize("greeting, answers", [
+    (b"SSH-2.0-OpenSSH_10.0p2 Debian-7\r\n", True),
+    (b"Welcome to a banner before the identification\r\nSSH-2.0-dropbear\r\n", True),  # RFC 4253 4.2 allows it
+    (b"HTTP/1.1 400 Bad Request\r\n\r\n", False),
+    (b"", False),
+])
+def test_the_ssh_probe_waits_for_the_identification_string(greeting, answers):
+    listener = _Listener(greeting)
+    try:
+        assert answers_ssh("127.0.0.1", listener.port, timeout=2) is answers
+    finally:
+        listener.close()
+
+
+def test_the_ssh_probe_says_no_when_the_port_is_closed():
+    with socket.socket() as bound_not_listening:
+        bound_not_listening.bind(("127.0.0.1", 0))
+        assert answers_ssh("127.0.0.1", bound_not_listening.getsockname()[1], timeout=2) is False

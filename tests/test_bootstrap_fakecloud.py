@@ -7,11 +7,13 @@ from pathlib import Path
 
 import hcloud
 import pytest
+import requests
+from hcloud.firewalls.domain import FirewallResource
 from hcloud.images.domain import Image
 from hcloud.locations.domain import Location
 from hcloud.server_types.domain import ServerType
 
-from tests.fakecloud import CloudHooks, FakeCloud, fingerprint
+from tests.fakecloud import CloudHooks, FakeCloud, Faults, fingerprint
 from tests.fakecloud.harness import write_public_key
 from tests.fakecloud.selectors import SelectorError, parse
 
@@ -196,3 +198,77 @@ def test_label_rules(fake, labels, valid):
     with pytest.raises(hcloud.APIException) as error:
         client.placement_groups.create(name="pg", type="spread", labels=labels)
     assert error.value.code == "invalid_input"
+
+
+@pytest.mark.parametrize("command, call", [
+    ("set_rules", lambda client, fw, server: client.firewalls.set_rules(fw, [])),
+    ("apply_to_resources", lambda client, fw, server: client.firewalls.apply_to_resources(
+        fw, [FirewallResource(type="server", server=server)])),
+])
+def test_a_failed_firewall_action_answers_like_the_real_one(fake, command, call):
+    """Hetzner answers these firewall actions with a list, {"actions": [...]} (hcloud-python 2.27,
+    hcloud/firewalls/client.py reads response["actions"]); an injected failure must too."""
+    client = client_for(fake)
+    server = client.servers.create(name="s", server_type=ServerType(name="cpx11"), image=Image(name="debian-13"))
+    server.action.wait_until_finished()
+    firewall = client.firewalls.create(name="fw").firewall
+    fake.fail_next(command)
+    actions = call(client, firewall, server.server)
+    assert len(actions) == 1
+    with pytest.raises(hcloud.actions.ActionFailedException):
+        actions[0].wait_until_finished()
+    assert client.firewalls.get_by_id(firewall.id).applied_to == [], "a failed action changed nothing"
+
+
+def test_a_500_fault_is_an_api_error_not_a_dropped_connection():
+    fake = FakeCloud(faults=Faults(rate=1.0, statuses=(500,)))
+    fake.start()
+    try:
+        with pytest.raises(hcloud.APIException) as error:
+            hcloud.Client(token="t", api_endpoint=fake.url).networks.get_all()
+        assert (error.value.code, error.value.message) == ("server_error", "internal server error")
+        assert {entry["status"] for entry in fake.requests} == {500}
+    finally:
+        fake.stop()
+
+
+def test_faults_the_fake_cannot_inject_are_refused():
+    with pytest.raises(ValueError, match="cannot inject"):
+        Faults(rate=0.1, statuses=(418,))
+
+
+@pytest.mark.parametrize("how, error, carried_out", [
+    ("reset", "ConnectionResetError", False), ("drop", "IncompleteRead", True), ("late", "ReadTimeoutError", True),
+])
+def test_connection_faults_break_the_connection_the_way_they_say(how, error, carried_out):
+    fake = FakeCloud(faults=Faults(rate=1.0, statuses=(how,), timeout_delay=0.5))
+    fake.start()
+    try:
+        with pytest.raises(requests.RequestException) as raised:
+            requests.post(f"{fake.url}/networks", json={"name": "n", "ip_range": "10.0.0.0/16"},
+                          headers={"Authorization": "Bearer t"}, timeout=0.2)
+        assert error in repr(raised.value)
+        assert [n["name"] for n in fake.resources("networks")] == (["n"] if carried_out else [])
+    finally:
+        fake.stop()
+
+
+def test_actions_are_listed_per_resource_and_per_kind_with_a_status_filter():
+    """bootstrap waits for running actions after a lost answer. The endpoints as hcloud-python 2.27 calls them:
+    ServersClient.get_actions -> GET /servers/{id}/actions, ServersClient.actions (a ResourceActionsClient for
+    "/servers") -> GET /servers/actions, both with ?status= (hcloud/servers/client.py, hcloud/actions/client.py)."""
+    fake = FakeCloud(action_latency=0.3)
+    fake.start()
+    try:
+        client = client_for(fake)
+        created = client.servers.create(name="s", server_type=ServerType(name="cpx11"), image=Image(name="debian-13"))
+        client.networks.create(name="n", ip_range="10.0.0.0/16")
+        running = client.servers.get_actions(created.server, status=["running"])
+        assert [a.id for a in running] == [created.action.id] and running[0].command == "create_server"
+        assert [a.id for a in client.servers.actions.get_all(status=["running"])] == [created.action.id]
+        assert client.volumes.actions.get_all() == []
+        created.action.wait_until_finished()
+        assert client.servers.get_actions(created.server, status=["running"]) == []
+        assert [a.status for a in client.servers.get_actions(created.server)] == ["success"]
+    finally:
+        fake.stop()

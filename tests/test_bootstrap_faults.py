@@ -1,8 +1,10 @@
 """bootstrap.py when things go wrong: transient API errors, a crash at any point, a failed action, bad input."""
 
 import os
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -46,7 +48,8 @@ def assert_converged(h: Harness) -> None:
     assert again.code == 0 and again.mutations == [], again.out
 
 
-@pytest.mark.parametrize("statuses, rate, at_least", [((429, 503), 0.25, 10), ((502,), 0.25, 10), (("timeout",), 0.1, 3)])
+@pytest.mark.parametrize("statuses, rate, at_least", [((429, 503), 0.25, 10), ((500,), 0.25, 10), ((502,), 0.25, 10),
+                                                     (("timeout",), 0.1, 3)])
 def test_transient_errors_are_retried(tmp_path, started, statuses, rate, at_least):
     fake = started(faults=Faults(rate=rate, statuses=statuses, seed=7, timeout_delay=0.3))
     h = Harness(tmp_path, fake, DOKKU_SERVERS="2", HCLOUD_TIMEOUT="0.2")
@@ -56,6 +59,75 @@ def test_transient_errors_are_retried(tmp_path, started, statuses, rate, at_leas
     assert len(injected) >= at_least, "the faults really happened (and were answered with a retry)"
     fake.faults.rate = 0
     assert_converged(h)
+
+
+def rejected(requests: list[dict]) -> list[dict]:
+    """Requests the fake answered (or would have, had the answer not been lost) with a 4xx error."""
+    return [r for r in requests if 400 <= (r["status"] if isinstance(r["status"], int) else r.get("answered", 0)) < 500]
+
+
+def test_dropped_connections_are_retried_and_every_apply_converges_without_duplicates(tmp_path, started):
+    lost_mutations, recovered = [], 0
+    for seed in range(12):
+        fake = started(faults=Faults(rate=0.03, statuses=("reset", "drop"), seed=seed))
+        (tmp_path / f"seed-{seed}").mkdir()
+        h = Harness(tmp_path / f"seed-{seed}", fake, DOKKU_SERVERS="2")
+        result = h.run("apply", "--yes")
+        assert result.code == 0, f"seed {seed}: {result.err}"
+        assert rejected(fake.requests) == [], "no uniqueness_error, already_attached, ...: nothing was sent twice"
+        lost_mutations += [r for r in result.mutations if r["status"] in ("reset", "drop")]
+        recovered += result.out.count("reading the project again")
+        fake.faults.rate = 0
+        assert_converged(h)
+    assert len(lost_mutations) >= 5 and recovered >= 5, "the faults really hit mutations"
+    assert any(r["status"] == "drop" and r["method"] == "POST" for r in lost_mutations), "a lost answer to a POST"
+
+
+@pytest.mark.parametrize("request_line, how", [
+    ("POST /servers", "drop"), ("POST /servers", "late"), ("POST /volumes", "drop"), ("POST /ssh_keys", "late"),
+    (r"POST /servers/\d+/actions/attach_to_network", "drop"), (r"POST /volumes/\d+/actions/attach", "late"),
+    ("POST /networks", "drop"), (r"DELETE /servers/\d+", "drop"),
+])
+def test_a_request_whose_answer_was_lost_is_never_sent_again(tmp_path, started, request_line, how):
+    """The API carried the request out; bootstrap never learnt it. It reads the project again and continues from
+    what exists: re-sending would fail with uniqueness_error, already_attached or not_found."""
+    fake = started(faults=Faults(lose_answers={request_line: 1}, lost_answer=how, timeout_delay=1.0))
+    h = Harness(tmp_path, fake, DOKKU_SERVERS="2", HCLOUD_TIMEOUT="0.5")
+    if request_line.startswith("DELETE"):
+        assert h.run("apply", "--yes").code == 0
+    result = h.run("destroy" if request_line.startswith("DELETE") else "apply", "--yes")
+    assert result.code == 0, result.err
+    [lost] = [r for r in fake.requests if r["status"] == how]
+    assert f"  lost  the answer to {lost['method']} /v1{lost['path']} was lost" in result.out
+    assert "reading the project again to continue from what exists" in result.out
+    sent = [r for r in fake.requests if f"{r['method']} {r['path']}" == f"{lost['method']} {lost['path']}"
+            and r["body"] == lost["body"]]
+    assert sent == [lost], "sent once"
+    assert rejected(fake.requests) == []
+    if request_line.startswith("DELETE"):
+        assert h.names("servers") == []
+    else:
+        assert_converged(h)
+
+
+def test_a_refused_connection_is_retried(tmp_path, started):
+    """Connection refused (the API restarting, a proxy not up yet): the request never left, so even a POST could be
+    re-sent; the fake starts listening only after bootstrap's first attempts were refused."""
+    with socket.socket() as reserve:
+        reserve.bind(("127.0.0.1", 0))
+        port = reserve.getsockname()[1]
+    fake = FakeCloud(listen=("127.0.0.1", port))
+    fake.url = f"http://127.0.0.1:{port}/v1"
+    h = Harness(tmp_path, fake, HCLOUD_RETRY_BACKOFF="0.2")  # 6 retries wait at least 1.2 s in all
+    later = threading.Timer(0.2, fake.start)
+    later.start()
+    try:
+        result = h.run("plan")
+    finally:
+        later.join()
+        fake.stop()
+    assert result.code == 2, result.err
+    assert result.requests and all(entry["method"] == "GET" for entry in result.requests)
 
 
 def test_retries_give_up_with_one_line(tmp_path, started):
@@ -79,7 +151,7 @@ def test_a_crash_at_any_point_is_finished_by_the_next_apply(tmp_path, started):
         run_dir.mkdir()
         state = run_dir / "cloud.json"
         first = started(state_file=state, faults=Faults(crash_after=crash_after))
-        h = Harness(run_dir, first, DOKKU_SERVERS="2")
+        h = Harness(run_dir, first, DOKKU_SERVERS="2", HCLOUD_RETRY_BACKOFF="0.001")  # short retries against the dead fake
         crashed = h.run("apply", "--yes")
         assert crashed.code == 1 and crashed.err.startswith("error: ") and len(crashed.err.splitlines()) == 1
         assert "Traceback" not in crashed.err

@@ -26,7 +26,7 @@ def _server(name: str, role: str, number: int) -> dict:
 
 def test_debug_inventory_hides_secrets(tmp_path):
     (tmp_path / "admin.pub").write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG0= admin\n")
-    (tmp_path / "outputs.json").write_text(json.dumps({"servers": [
+    (tmp_path / "outputs.json").write_text(json.dumps({"environment": "production", "servers": [
         _server("mindroom-production-dokku-1", "dokku", 10),
         _server("mindroom-production-platform", "platform", 20)]}))
     settings = {

@@ -76,6 +76,29 @@ def is_lock_request(entry: dict, ids: set[str]) -> bool:
     return entry["method"] == "DELETE" and kind == "/placement_groups" and resource_id in ids
 
 
+class FakeSSH:
+    """bootstrap's SSH probe against the fake (no packet leaves the machine): an address answers while the
+    fake's server with that public IPv4 is running, except for its next `unanswered[address]` probes (a
+    booting sshd; math.inf: never). With RecordingHooks, each probe is recorded among the hook calls as
+    ("ssh_probe", (address, answered), running actions)."""
+
+    def __init__(self, harness: "Harness"):
+        self.harness = harness
+        self.unanswered: dict[str, float] = {}
+
+    def __call__(self, address: str) -> bool:
+        fake = self.harness.fake
+        with fake.cloud.lock:
+            servers = fake.cloud.state["servers"].values()
+            status = next((s["status"] for s in servers if (s["public_net"]["ipv4"] or {}).get("ip") == address), None)
+        answered = status == "running" and self.unanswered.get(address, 0) <= 0
+        if status == "running" and not answered:
+            self.unanswered[address] -= 1
+        if isinstance(fake.cloud.hooks, RecordingHooks):
+            fake.cloud.hooks._record("ssh_probe", address, answered)
+        return answered
+
+
 @dataclass
 class Result:
     code: int
@@ -101,13 +124,14 @@ class Harness:
             "HCLOUD_POLL_INTERVAL": "0.005", "HCLOUD_RETRY_BACKOFF": "0.005", "HCLOUD_TIMEOUT": "5",
             **settings,
         }
+        self.ssh = FakeSSH(self)
 
     def run(self, *argv: str, stdin: str = "", **overrides: str) -> Result:
         env = {key: value for key, value in {**self.env, **overrides}.items() if value is not None}
         out, err = io.StringIO(), io.StringIO()
         start = len(self.fake.requests)
         with contextlib.redirect_stderr(err), mock.patch("sys.stdin", io.StringIO(stdin)):
-            code = bootstrap.main(list(argv), env, out)
+            code = bootstrap.main(list(argv), env, out, ssh_probe=self.ssh)
         token = env.get("HCLOUD_TOKEN", "")
         requests = [entry for entry in self.fake.requests[start:] if entry["token"] == token]  # this run's own
         mutations = [r for r in requests if r["method"] in MUTATING]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import re
 import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,6 +19,10 @@ from .hooks import CloudHooks
 from . import catalog
 
 MUTATING = ("POST", "PUT", "DELETE")
+# Resource actions whose answer is a list of actions ({"actions": [...]}), as in Hetzner's API reference and
+# hcloud-python 2.27 (hcloud/firewalls/client.py reads response["actions"] for these three).
+ACTION_LISTS = {("firewalls", "set_rules"), ("firewalls", "apply_to_resources"),
+                ("firewalls", "remove_from_resources")}
 _KINDS = "|".join(RESOURCES)
 _RRSET = r"/zones/(?P<zone>[^/]+)/rrsets/(?P<name>[^/]+)/(?P<type>[A-Z]+)"
 ROUTES = [
@@ -24,6 +30,8 @@ ROUTES = [
     ("GET", r"/actions", "list_actions"),
     ("GET", rf"/(?P<kind>{'|'.join(CATALOG)})", "list_catalog"),
     ("GET", rf"/(?P<kind>{'|'.join(CATALOG)})/(?P<id>[^/]+)", "get_catalog"),
+    ("GET", rf"/(?P<kind>{_KINDS})/actions", "list_kind_actions"),
+    ("GET", rf"/(?P<kind>{_KINDS})/(?P<id>\d+)/actions", "list_resource_actions"),
     ("GET", r"/zones/(?P<zone>[^/]+)/rrsets", "list_rrsets"),
     ("POST", r"/zones/(?P<zone>[^/]+)/rrsets", "create_rrset"),
     ("GET", _RRSET, "get_rrset"),
@@ -37,29 +45,51 @@ ROUTES = [
     ("DELETE", rf"/(?P<kind>{_KINDS})/(?P<id>[^/]+)", "delete_resource"),
     ("POST", rf"/(?P<kind>{_KINDS})/(?P<id>\d+)/actions/(?P<command>\w+)", "resource_action"),
 ]
+# Error codes as hcloud-go names them (hetznercloud/hcloud-go, hcloud/error.go): server_error is "Error within
+# the API backend" (500), unavailable and rate_limit_exceeded are answered with 503 and 429.
 _FAULT_BODIES = {
     429: {"error": {"code": "rate_limit_exceeded", "message": "limit of 3600 requests per hour reached", "details": {}}},
+    500: {"error": {"code": "server_error", "message": "internal server error", "details": {}}},
     503: {"error": {"code": "unavailable", "message": "service temporarily unavailable", "details": {}}},
 }
+# Faults that are no HTTP answer: "timeout" (no answer in time, the request not carried out), "reset" (the
+# connection reset before the request is carried out), "drop" (carried out, the answer cut off mid-body),
+# "late" (carried out, the answer sent only after timeout_delay, when the client has given up).
+CONNECTION_FAULTS = ("timeout", "reset", "drop", "late")
 
 
 @dataclass
 class Faults:
-    """Transient failures drawn per request, and a crash after N successful mutations."""
+    """Transient failures drawn per request, answers lost on purpose, and a crash after N successful mutations.
+
+    lose_answers: {"METHOD path regex": n}: the next n matching requests are carried out and their answers
+    lost the `lost_answer` way ("drop" or "late"), e.g. {"POST /servers": 1}.
+    """
 
     rate: float = 0.0
-    statuses: tuple = (429, 503)  # also 502 (a bare gateway page, no JSON) and "timeout" (no answer in time)
+    statuses: tuple = (429, 503)  # also 500, 502 (a bare gateway page, no JSON) and CONNECTION_FAULTS
     seed: int = 0
     crash_after: int | None = None
     timeout_delay: float = 1.0
+    lose_answers: dict = field(default_factory=dict)
+    lost_answer: str = "drop"
     _random: random.Random = field(init=False, repr=False)
+    _lock: threading.Lock = field(init=False, repr=False, default_factory=threading.Lock)
 
     def __post_init__(self):
+        unknown = set(self.statuses) - set(_FAULT_BODIES) - {502, *CONNECTION_FAULTS}
+        if unknown or self.lost_answer not in ("drop", "late"):
+            raise ValueError(f"the fake cannot inject {sorted(map(str, unknown)) or self.lost_answer}")
         self._random = random.Random(self.seed)
 
-    def draw(self):
-        if self.rate and self._random.random() < self.rate:
-            return self._random.choice(self.statuses)
+    def draw(self, method: str, path: str):
+        with self._lock:
+            for pattern, left in self.lose_answers.items():
+                if left > 0 and re.fullmatch(pattern, f"{method} {path}"):
+                    self.lose_answers[pattern] -= 1
+                    return self.lost_answer
+            if self.rate and self._random.random() < self.rate:
+                return self._random.choice(self.statuses)
         return None
 
 
@@ -125,8 +155,21 @@ class _Router:
             raise ApiError(404, "not_found", f"unknown action {command!r} for {kind}")
         self.cloud._ensure_unlocked(kind, item["id"])
         if self.cloud.take_failure(command):  # an action that ends in error, having changed nothing
-            return 201, {"action": self.cloud.action(command, [(kind, item["id"])], fail=True)}
+            failed = self.cloud.action(command, [(kind, item["id"])], fail=True)
+            return 201, {"actions": [failed]} if (kind, command) in ACTION_LISTS else {"action": failed}
         return 201, handler(item, body)
+
+    def list_kind_actions(self, kind, query, **_):
+        return self._actions(query, lambda action: any(r["type"] == RESOURCES[kind] for r in action["resources"]))
+
+    def list_resource_actions(self, kind, id, query, **_):
+        item = self.cloud._get(kind, id)
+        return self._actions(query, lambda action: {"id": item["id"], "type": RESOURCES[kind]} in action["resources"])
+
+    def _actions(self, query, predicate):
+        actions = [self.cloud.render_action(a) for a in self.cloud.state["actions"].values() if predicate(a)]
+        items, meta = self.cloud._filter_page(actions, query)
+        return 200, {"actions": items, "meta": meta}
 
     def list_rrsets(self, zone, query, **_):
         items, meta = self.cloud.list_rrsets(zone, query)
@@ -193,26 +236,58 @@ class _Handler(BaseHTTPRequestHandler):
                  "body": raw_body.decode(errors="replace"),
                  "token": self.headers.get("Authorization", "").removeprefix("Bearer ").strip()}
         fake.log(entry)
-        fault = fake.faults.draw()
+        fault = fake.faults.draw(method, path)
         if fault == "timeout":
             entry["status"] = "timeout"
             time.sleep(fake.faults.timeout_delay)
             self.close_connection = True
             return
+        if fault == "reset":
+            entry["status"] = "reset"
+            return self._reset()
         if fault == 502:
             entry["status"] = 502
             return self._send(502, None, raw=b"<html><body><h1>502 Bad Gateway</h1></body></html>")
-        if fault:
+        if fault in _FAULT_BODIES:
             entry["status"] = fault
             return self._send(fault, _FAULT_BODIES[fault])
         status, payload = fake.dispatch(method, path, query, raw_body, self.headers.get("Authorization", ""))
         entry["status"] = status
         if method in MUTATING:
             entry["answer"] = payload  # what a created resource's id was, even when the answer is lost below
+        if fault in ("drop", "late"):
+            entry.update(status=fault, answered=status)  # what the lost answer would have said
         if method in MUTATING and status < 400 and fake.count_mutation():
             self.close_connection = True  # the change is on disk, the answer is lost: a crash mid-request
             return
+        if fault == "drop":
+            return self._drop(status, payload)
+        if fault == "late":
+            time.sleep(fake.faults.timeout_delay)
+            self.close_connection = True
+            with contextlib.suppress(OSError):  # the client may have closed the connection already
+                self._send(status, payload)
+            return
         self._send(status, payload)
+
+    def _reset(self):
+        """Close with an RST (linger 0): the client reads ECONNRESET, the request was not carried out."""
+        self.request.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close_connection = True
+        self.request.close()  # closed for real once the handler's files are closed, before any FIN
+
+    def _drop(self, status: int, payload: dict | None):
+        """The request was carried out; the answer stops halfway through its body (or, without a body,
+        never comes)."""
+        self.close_connection = True
+        if payload is None:
+            return
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[: len(body) // 2])
 
 
 class _HTTPServer(ThreadingHTTPServer):

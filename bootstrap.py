@@ -31,8 +31,8 @@ from cloud.destroy import plan_destroy
 from cloud.dns import plan_dns
 from cloud.execute import converge
 from cloud.observe import observe
-from cloud.plan import (Context, pending, plan_firewalls, plan_keys, plan_network, plan_placement_group,
-                        refuse_conflicts, render)
+from cloud.plan import (Context, conflicts, pending, plan_firewalls, plan_keys, plan_network,
+                        plan_placement_group, refuse_conflicts, render)
 from cloud.probe import answers_ssh
 from cloud.servers import plan_servers
 from settings import Settings, SettingsError, load_settings
@@ -71,8 +71,9 @@ def cmd_plan(settings: Settings, args, out) -> int:
 def cmd_apply(settings: Settings, args, out) -> int:
     outputs.check_writable(settings.outputs_file)
     ctx = prepare(settings, args.ssh_probe)
-    if not pending(make_plan(ctx)) and not lock.stale_here(ctx.client, settings):
-        return _apply(ctx, args, out)
+    steps = make_plan(ctx)
+    if conflicts(steps) or (not pending(steps) and not lock.stale_here(ctx.client, settings)):
+        return _apply(ctx, args, out)  # refused, or nothing to change: without the lock
     with lock.hold(ctx.client, settings, "apply", args.lock_wait, out):
         ctx.observed = observe(ctx.client, settings, ctx.keys)  # plan again, under the lock
         return _apply(ctx, args, out)

@@ -37,7 +37,7 @@ from hcloud import APIException
 
 from settings import MANAGED_BY, PROJECT, Settings
 
-from .api import BootstrapError, describe
+from .api import MAX_RETRIES, BootstrapError, ResponseLost, describe
 
 SINCE_FORMAT = "%Y%m%dT%H%M%SZ"
 LABEL_VALUE_MAX = 63
@@ -203,7 +203,12 @@ def acquire(client: hcloud.Client, settings: Settings, command: str, wait_second
         except APIException as error:
             if error.code != "uniqueness_error":
                 raise
+        except ResponseLost:  # created or not: the lock's labels tell whether it is this very attempt's
+            pass
         lock = current(client, settings)
+        if lock is not None and lock.holder == holder:
+            _held.add(lock.id)
+            return lock
         if lock is None:
             continue  # released between our attempt and our look: try again
         if lock.holder is not None and lock.holder.died_here(lock.id):
@@ -232,12 +237,25 @@ def _released(client: hcloud.Client, lock_id: int, deadline: float, interval: fl
 
 
 def _delete(client: hcloud.Client, lock_id: int) -> None:
-    """Delete a lock by id (never by name: a lock taken since by someone else has another id)."""
-    try:
-        client.placement_groups.delete(hcloud.placement_groups.PlacementGroup(id=lock_id))
-    except APIException as error:
-        if error.code != "not_found":  # already gone: broken with unlock --force, or taken over
-            raise
+    """Delete a lock by id (never by name: a lock taken since by someone else has another id). When the
+    answer was lost, a look tells whether it is gone before it is deleted again."""
+    for attempt in range(MAX_RETRIES + 1):
+        try:
+            client.placement_groups.delete(hcloud.placement_groups.PlacementGroup(id=lock_id))
+            return
+        except APIException as error:
+            if error.code != "not_found":  # already gone: broken with unlock --force, or taken over
+                raise
+            return
+        except ResponseLost:
+            if attempt == MAX_RETRIES:
+                raise
+            try:
+                client.placement_groups.get_by_id(lock_id)
+            except APIException as error:
+                if error.code == "not_found":
+                    return
+                raise
 
 
 def release(client: hcloud.Client, settings: Settings, lock: Lock) -> None:

@@ -57,12 +57,16 @@ def pending(steps: list[Step]) -> bool:
     return any(step.changes for step in steps)
 
 
+def conflicts(steps: list[Step]) -> list[Step]:
+    return [step for step in steps if step.kind == "conflict"]
+
+
 def refuse_conflicts(steps: list[Step], outcome: str = "nothing was changed") -> None:
     """One line naming the first conflict; raised after the plan is shown, before its first step runs."""
-    conflicts = [step for step in steps if step.kind == "conflict"]
-    if conflicts:
-        first = conflicts[0]
-        more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
+    conflicting = conflicts(steps)
+    if conflicting:
+        first = conflicting[0]
+        more = f" (and {len(conflicting) - 1} more)" if len(conflicting) > 1 else ""
         raise BootstrapError(f"{first.resource} {first.name}{more}: {first.detail}; {outcome}")
 
 

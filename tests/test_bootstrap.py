@@ -391,7 +391,7 @@ def test_another_environment_with_the_same_domain_never_changes_its_dns_records(
                         "never changed from ENVIRONMENT=staging; give this environment a DOMAIN of its own (e.g. "
                         "staging.<domain>) or unset DNS_ZONE; nothing was changed\n")
     applied = h.run("apply", "--yes", **staging)
-    assert applied.code == 1 and applied.mutations == [], "refused before the first mutation"
+    assert applied.code == 1 and applied.mutations == [], "refused before the first mutation (and the lock)"
     assert applied.err == plan.err and "Applied" not in applied.out
     assert h.names("servers") == [DOKKU1, PLATFORM]
 
@@ -425,7 +425,7 @@ def test_destroy_never_strips_our_firewall_from_a_server_we_do_not_own(applied):
         action.wait_until_finished()
 
     plan = h.run("destroy", stdin="no\n")
-    assert plan.code == 1 and plan.mutations == []
+    assert plan.code == 1 and plan.changes == []
     [warning] = [" ".join(row.split()) for row in rows(plan.out, "warning")]
     assert warning.startswith(f"warning firewall mindroom-production-dokku also applied to server office-vpn "
                               f"(id {theirs.server.id}), which bootstrap does not own: kept, and left on them")

@@ -11,6 +11,7 @@ import pytest
 
 from tests.fakecloud import FakeCloud, Faults
 from tests.fakecloud.harness import Harness
+from tests.fakecloud.server import MUTATING
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPECTED = {
@@ -62,8 +63,10 @@ def test_transient_errors_are_retried(tmp_path, started, statuses, rate, at_leas
 
 
 def rejected(requests: list[dict]) -> list[dict]:
-    """Requests the fake answered (or would have, had the answer not been lost) with a 4xx error."""
-    return [r for r in requests if 400 <= (r["status"] if isinstance(r["status"], int) else r.get("answered", 0)) < 500]
+    """Mutations the fake answered (or would have, had the answer not been lost) with a 4xx error: a request
+    sent twice (reads of what a lost answer may have deleted may well be 404)."""
+    return [r for r in requests if r["method"] in MUTATING
+            and 400 <= (r["status"] if isinstance(r["status"], int) else r.get("answered", 0)) < 500]
 
 
 def test_dropped_connections_are_retried_and_every_apply_converges_without_duplicates(tmp_path, started):
@@ -217,3 +220,19 @@ def test_the_cli_prints_no_traceback(tmp_path):
     done = subprocess.run([sys.executable, "bootstrap.py", "plan"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr == "error: ADMIN_IPS must not contain 0.0.0.0/0 (SSH open to the world); list your own CIDRs\n"
+
+
+@pytest.mark.parametrize("request_line", ["POST /placement_groups", r"DELETE /placement_groups/\d+"])
+def test_a_lost_answer_about_the_lock_is_looked_up_not_sent_again(tmp_path, started, request_line):
+    """The first of these in an apply takes the lock (cloud/lock.py) and releases it; its labels tell the
+    taker whether a lock whose answer was lost is its own."""
+    fake = started(faults=Faults(lose_answers={request_line: 1}))
+    h = Harness(tmp_path, fake, DOKKU_SERVERS="2")
+    result = h.run("apply", "--yes")
+    assert result.code == 0, result.err
+    [lost] = [r for r in fake.requests if r["status"] == "drop"]
+    assert '"lock":' in lost["body"] or lost["method"] == "DELETE"
+    assert [r for r in fake.requests if (r["method"], r["path"], r["body"]) == (lost["method"], lost["path"], lost["body"])] == [lost]
+    assert rejected(fake.requests) == []
+    assert h.names("placement_groups") == ["mindroom-production-dokku-spread"], "the lock is released"
+    assert_converged(h)

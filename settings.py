@@ -728,13 +728,13 @@ def load_settings(environ: Mapping[str, str] | None = None, cwd: Path | None = N
             re.compile(r"yes|no|accept-new"), "yes, no or accept-new"),
         outputs_file=_expand(get("OUTPUTS_FILE", f"outputs.{environment}.json"), base_dir),
         secrets_dir=secrets_dir,
-        dokku_version=_match("DOKKU_VERSION", get("DOKKU_VERSION", "0.36.4"), _VERSION_RE, "a version such as 0.36.4"),
+        dokku_version=_match("DOKKU_VERSION", get("DOKKU_VERSION", "0.38.27"), _VERSION_RE, "a version such as 0.38.27"),
         # apt checks the packages' signatures, so the repository may be plain http; its key must not be (but
         # from a mirror at a local address, as the testbed's).
         dokku_apt_repo_url=_url("DOKKU_APT_REPO_URL", get("DOKKU_APT_REPO_URL", "https://packagecloud.io/dokku/dokku/debian/"),
                                 lambda hostname: True, "https://packagecloud.io/dokku/dokku/debian/"),
-        # Dokku publishes packages per Debian release; bookworm's run on trixie until a trixie suite exists.
-        dokku_apt_suite=_match("DOKKU_APT_SUITE", get("DOKKU_APT_SUITE", "bookworm"), _SLUG_RE, "an apt suite such as bookworm"),
+        # Dokku publishes packages per Debian release: trixie's for Debian 13 (SERVER_IMAGE debian-13).
+        dokku_apt_suite=_match("DOKKU_APT_SUITE", get("DOKKU_APT_SUITE", "trixie"), _SLUG_RE, "an apt suite such as trixie"),
         dokku_apt_key_url=_url("DOKKU_APT_KEY_URL", get("DOKKU_APT_KEY_URL", "https://packagecloud.io/dokku/dokku/gpgkey"),
                                _is_local, "https://packagecloud.io/dokku/dokku/gpgkey"),
         acme_server=_url("ACME_SERVER", get("ACME_SERVER", acme_default), None, LETSENCRYPT_DIRECTORY),

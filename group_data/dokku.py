@@ -23,19 +23,24 @@ dokku_version = settings.dokku_version
 dokku_apt_repo_url = settings.dokku_apt_repo_url
 dokku_apt_key_url = settings.dokku_apt_key_url
 dokku_apt_suite = settings.dokku_apt_suite
-dokku_packages = ["cron"]  # the letsencrypt plugin's renewal job lives in dokku's crontab
+# Installed with dokku: its renewal job lives in dokku's crontab (Dokku Depends `cron | cron-daemon`), and Debian's
+# buildx satisfies its `docker-buildx-plugin | moby-buildx | docker-buildx` (docker.io and docker-compose, its
+# other Docker Depends, come from tasks/docker.py).
+dokku_packages = ["cron", "docker-buildx"]
 deploy_user = DOKKU_DEPLOY_USER
 provisioner_key_name = DOKKU_PROVISIONER_KEY_NAME
-# Plugins by name: the git URL `dokku plugin:install` fetches. Resource limits are Dokku's core `resource`
-# plugin (`dokku resource:limit`), so nothing is installed for them.
+# Plugins by name: (git URL, release tag) for `dokku plugin:install URL --committish TAG --name NAME`; a changed
+# tag is applied with `dokku plugin:update NAME TAG`. Pinned so that servers set up on different days run the same
+# plugin code; bump a tag after reading the plugin's release notes (the database version is chosen per service,
+# e.g. `POSTGRES_IMAGE_VERSION`). Resource limits are Dokku's core `resource` plugin (`dokku resource:limit`).
 dokku_plugins = {
-    "postgres": "https://github.com/dokku/dokku-postgres.git",
-    "redis": "https://github.com/dokku/dokku-redis.git",
-    "letsencrypt": "https://github.com/dokku/dokku-letsencrypt.git",
+    "postgres": ("https://github.com/dokku/dokku-postgres.git", "1.48.0"),
+    "redis": ("https://github.com/dokku/dokku-redis.git", "1.43.0"),
+    "letsencrypt": ("https://github.com/dokku/dokku-letsencrypt.git", "0.25.1"),
 }
-# Global plugin properties (`dokku <plugin>:set --global <property> <value>`).
+# Global plugin properties (`dokku <plugin>:set --global <property> <value>`). No server-tokens: it is not an
+# nginx:set key; Dokku's /etc/nginx/conf.d/dokku.conf has `server_tokens off;` already.
 dokku_global_properties = {
-    "nginx/server-tokens": "off",
     "nginx/client-max-body-size": "50m",
     "letsencrypt/email": letsencrypt_email,
     "letsencrypt/server": settings.acme_server,  # the ACME directory (the testbed points it at Pebble)

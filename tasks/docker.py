@@ -25,7 +25,9 @@ def install():
     config = ops.template(
         name="Upload /etc/docker/daemon.json", src="templates/docker/daemon.json.j2", dest="/etc/docker/daemon.json",
         mode="644",
-        config={"data-root": data_root(), "log-driver": "json-file", "log-opts": {"max-size": "10m", "max-file": "3"}},
+        # live-restore: containers outlive a daemon restart; Dokku's postinst would add it to the file otherwise
+        config={"data-root": data_root(), "live-restore": True, "log-driver": "json-file",
+                "log-opts": {"max-size": "10m", "max-file": "3"}},
     )
     ops.move_onto(name=f"Move Docker's data to {data_root()} (once)", src=DEFAULT_DATA_ROOT, dest=data_root(),
                   stop=["docker.socket", "docker.service"])

@@ -23,7 +23,10 @@ from tasks.snapshot import snapshot_operation
 DOKKU = "/usr/bin/dokku"
 KEYRING = "/etc/apt/keyrings/dokku.asc"
 PRESEED = "/var/lib/mindroom-infra/dokku.preseed"
-RENEW_JOB = "letsencrypt:auto-renew"
+NO_KEY_FILE = "/nonexistent/dokku-initial-key"  # dokku/key_file: under Debian's never-existing /nonexistent
+# Where the deploy records, per plugin, the tag whose `dokku plugin:install`/`plugin:update` finished: Dokku marks
+# a plugin enabled (plugins/enabled/NAME) and pinned (.plugin_committish) before its install trigger runs.
+PLUGIN_MARKERS = "/var/lib/mindroom-infra/dokku-plugins"
 
 
 def fingerprint(public_key: str) -> str:
@@ -48,24 +51,38 @@ def ssh_key(key_name: str, public_key: str):
     yield f"echo {shlex.quote(public_key.strip())} | dokku ssh-keys:add {shlex.quote(key_name)}"
 
 
+def _plugin_commands(name: str, url: str, tag: str, state: dict | None) -> list[str]:
+    """What brings plugin `name` to `tag`, enabled, with its install finished (nothing when it is)."""
+    if state and state["enabled"] and state["committish"] == tag and state["finished"] == tag:
+        return []
+    if not state:
+        command = f"dokku plugin:install {shlex.quote(url)} --committish {shlex.quote(tag)} --name {shlex.quote(name)}"
+    else:  # an older tag, or an install or update that did not finish: update re-runs the update triggers
+        enable = "" if state["enabled"] else f"dokku plugin:enable {shlex.quote(name)} && "
+        command = f"{enable}dokku plugin:update {shlex.quote(name)} {shlex.quote(tag)}"
+    marker = f"{PLUGIN_MARKERS}/{name}"
+    return [f"{command} && mkdir -p {PLUGIN_MARKERS} && printf %s {shlex.quote(tag)} > {shlex.quote(marker)}"]
+
+
 @snapshot_operation(lambda **_: {"dokku": True})
-def global_settings(domain: str, plugins: dict[str, str], properties: dict[str, str], renew_cron: bool = True):
-    """Global domain, plugins (installed only when missing), global plugin properties and the
-    letsencrypt renewal cron job, compared with Dokku's state in the host snapshot."""
+def global_settings(domain: str, plugins: dict, properties: dict[str, str], renew_cron: bool = True):
+    """Global domain, plugins ({name: (git URL, release tag)}: installed at that tag, or updated to it), global
+    plugin properties and the letsencrypt renewal job, compared with Dokku's state in the host snapshot."""
     dokku = snapshot.read()["dokku"]
     if not dokku:
         raise OperationError("dokku is not installed")
     commands = []
     if dokku["vhosts"] != [domain]:
         commands.append(f"dokku domains:set-global {shlex.quote(domain)}")
-    for plugin, url in plugins.items():
-        if plugin not in dokku["plugins"]:
-            commands.append(f"dokku plugin:install {shlex.quote(url)} --name {shlex.quote(plugin)}")
+    for name, (url, tag) in plugins.items():
+        commands += _plugin_commands(name, url, tag, dokku["plugins"].get(name))
     for key, value in properties.items():
         if dokku["properties"].get(key) != value:
             plugin, _, prop = key.partition("/")
             commands.append(f"dokku {plugin}:set --global {shlex.quote(prop)} {shlex.quote(value)}")
-    if renew_cron and not any(RENEW_JOB in line for line in dokku["cron"]):
+    # the plugin's own test (fn-letsencrypt-is-autorenew-enabled): the marker `cron-job --add` creates; the crontab
+    # line takes one of two forms (the plugin's fallback, or Dokku's cron plugin's once it rewrites the crontab)
+    if renew_cron and not dokku["autorenew"]:
         commands.append("dokku letsencrypt:cron-job --add")
     if not commands:
         host.noop("dokku's global settings, plugins and renewal job are in place")
@@ -75,7 +92,7 @@ def global_settings(domain: str, plugins: dict[str, str], properties: dict[str, 
 @deploy("Dokku: install")
 def install():
     preseed = ops.template(name=f"Upload {PRESEED}", src="templates/dokku/dokku.preseed.j2", dest=PRESEED, mode="600",
-                           domain=host.data.domain)
+                           domain=host.data.domain, key_file=NO_KEY_FILE)
     server.shell(name="Preset dokku's debconf answers", commands=[f"debconf-set-selections {PRESEED}"],
                  _if=preseed.did_change)
     ops.download(name=f"Download Dokku's apt key to {KEYRING}", url=host.data.dokku_apt_key_url, dest=KEYRING)

@@ -62,12 +62,19 @@ done
 if [ "$dokku" = yes ] && [ -d /var/lib/dokku ]; then
   echo "dokku=installed"
   [ -f /home/dokku/VHOST ] && tr -s ' \n' '  ' < /home/dokku/VHOST | sed 's/^/dokku_vhosts=/; s/ *$//'; echo
-  ls /var/lib/dokku/plugins/available 2>/dev/null | sed 's/^/dokku_plugin=/'
+  # third-party plugins (core ones are linked from core-plugins/enabled): plugn's enabled link, the committish
+  # `plugn update` pinned, the committish whose install the deploy saw finish (tasks/dokku.py PLUGIN_MARKERS)
+  for p in /var/lib/dokku/plugins/available/*; do
+    n=${p##*/}; { [ -e "$p" ] && [ ! -L "/var/lib/dokku/core-plugins/enabled/$n" ]; } || continue
+    e=disabled; [ -L "/var/lib/dokku/plugins/enabled/$n" ] && e=enabled
+    c=$(cat "$p/.plugin_committish" 2>/dev/null); f=$(cat "/var/lib/mindroom-infra/dokku-plugins/$n" 2>/dev/null)
+    echo "dokku_plugin=$n $e ${c:--} ${f:--}"
+  done
   for f in /var/lib/dokku/config/*/--global/*; do
     [ -f "$f" ] || continue; rel=${f#/var/lib/dokku/config/}; echo "dokku_property=${rel%%/*}/${f##*/}=$(cat "$f")"
   done
   sed -n 's/^command="FINGERPRINT=\([^ ]*\) NAME=\\"\([^"\\]*\)\\".*/dokku_key=\2 \1/p' /home/dokku/.ssh/authorized_keys 2>/dev/null
-  crontab -l -u dokku 2>/dev/null | grep -v '^#' | awk 'NF {print "dokku_cron=" $0}'
+  [ -f /var/lib/dokku/data/letsencrypt/--global/autorenew ] && echo "dokku_autorenew=yes"
 fi
 exit 0
 """
@@ -144,7 +151,7 @@ _MAPPINGS = {
 # key: (section, whether the value is split into fields)
 _LISTS = {
     "held": ("held", False), "swapon": ("swap_active", False), "fstab": ("fstab", True),
-    "ufwrule": ("ufw.rules", True), "dokku_plugin": ("dokku.plugins", False), "dokku_cron": ("dokku.cron", False),
+    "ufwrule": ("ufw.rules", True),
 }
 
 
@@ -178,9 +185,15 @@ def _parse_line(snap, key, value):
     elif key in ("passwd", "groups", "keys"):
         _parse_user(snap["users"], key, value)
     elif key == "dokku":
-        snap["dokku"] = {"vhosts": [], "plugins": [], "properties": {}, "ssh_keys": {}, "cron": []}
+        snap["dokku"] = {"vhosts": [], "plugins": {}, "properties": {}, "ssh_keys": {}, "autorenew": False}
     elif key == "dokku_vhosts":
         snap["dokku"]["vhosts"] = value.split()
+    elif key == "dokku_plugin":
+        name, state, *pins = value.split(" ")
+        committish, finished = ("" if pin == "-" else pin for pin in pins)
+        snap["dokku"]["plugins"][name] = {"enabled": state == "enabled", "committish": committish, "finished": finished}
+    elif key == "dokku_autorenew":
+        snap["dokku"]["autorenew"] = True
     elif key in ("content", "cert"):  # lines per path; certificates are parsed once all lines are in
         path, _, line = value.partition(" ")
         snap["contents" if key == "content" else "certs"].setdefault(path, []).append(line)

@@ -1,4 +1,5 @@
-"""A signed apt repository holding the Dokku stand-in (tests/testbed/dokku_standin/), laid out like
+"""A signed apt repository holding the Dokku stand-in (tests/testbed/dokku_standin/) and Dokku's own dependencies
+that Debian lacks (DEPENDENCIES), laid out like
 packagecloud's: dists/<suite>/{InRelease,Release,Release.gpg,main/binary-amd64/Packages}, pool/, and the
 ASCII-armored signing key at <repo>/gpgkey. The deploy adds it exactly as it adds Dokku's real repository.
 
@@ -18,6 +19,25 @@ from pathlib import Path
 STANDIN = Path(__file__).resolve().parent / "dokku_standin"
 KEY_UID = "mindroom testbed apt repository <apt@mindroom.test>"
 ARCHITECTURE = "amd64"
+MAINTAINER = "mindroom-infra testbed <testbed@mindroom.test>"
+# Dokku's own dependencies that Debian 13 lacks (sshcommand it has, but only a 2016 snapshot that Dokku's repo
+# outranks), at the versions Dokku v0.38.27's contrib/dependencies.json names: (version, Depends). sshcommand is
+# the real script (dokku/sshcommand v0.20.2, its Depends from its Makefile); the others are empty packages, as the
+# stand-in does not need their binaries. Everything else dokku depends on comes from Debian.
+DEPENDENCIES = {
+    "sshcommand": ("0.20.2", "adduser, coreutils, jq, libc-bin, openssh-client"),
+    "plugn": ("0.17.1", ""),
+    "gliderlabs-sigil": ("0.12.1", ""),
+    "docker-container-healthchecker": ("0.16.0", ""),
+    "docker-image-labeler": ("0.10.0", ""),
+    "lambda-builder": ("0.9.4", ""),
+    "netrc": ("0.11.1", ""),
+    "procfile-util": ("0.20.8", ""),
+}
+# Core plugins the package ships in /var/lib/dokku/core-plugins/available (the stand-in implements their
+# subcommands; `resource` is the core plugin behind resource:limit, which the provisioner uses).
+CORE_PLUGINS = ("00_dokku-standard", "apps", "common", "config", "cron", "domains", "nginx-vhosts", "plugin",
+                "resource", "ssh-keys")
 
 
 def _run(args: list[str], env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
@@ -27,21 +47,54 @@ def _run(args: list[str], env: dict | None = None, **kwargs) -> subprocess.Compl
         raise RuntimeError(f"aptrepo: {' '.join(args[:3])} failed: {error.stderr.strip()}") from None
 
 
-def _build_deb(repo_dir: Path, version: str) -> Path:
-    stage = repo_dir / "build" / f"dokku_{version}"
+def _build_deb(repo_dir: Path, control: str, files: dict[str, tuple[str, int]]) -> Path:
+    """A .deb from its control text and {path in the package: (content, mode)}; DEBIAN/* paths are its scripts."""
+    fields = dict(line.split(": ", 1) for line in control.splitlines() if ": " in line and not line.startswith(" "))
+    name, version, arch = fields["Package"], fields["Version"], fields["Architecture"]
+    stage = repo_dir / "build" / f"{name}_{version}"
     shutil.rmtree(stage, ignore_errors=True)
-    (stage / "DEBIAN").mkdir(parents=True)
-    (stage / "usr/bin").mkdir(parents=True)
-    (stage / "DEBIAN/control").write_text((STANDIN / "control").read_text().replace("@VERSION@", version))
-    shutil.copyfile(STANDIN / "postinst", stage / "DEBIAN/postinst")
-    (stage / "usr/bin/dokku").write_text((STANDIN / "dokku").read_text().replace("@VERSION@", version))
-    for path in (stage / "DEBIAN/postinst", stage / "usr/bin/dokku"):
-        path.chmod(0o755)
-    deb = repo_dir / "pool/main/d/dokku" / f"dokku_{version}_all.deb"
+    for path, (content, mode) in {"DEBIAN/control": (control, 0o644), **files}.items():
+        target = stage / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content)
+        target.chmod(mode)
+    deb = repo_dir / "pool/main" / name[0] / name / f"{name}_{version}_{arch}.deb"
     deb.parent.mkdir(parents=True, exist_ok=True)
     _run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(stage), str(deb)])
     shutil.rmtree(repo_dir / "build")
     return deb
+
+
+def _build_dokku(repo_dir: Path, version: str) -> Path:
+    def standin(name: str) -> str:
+        return (STANDIN / name).read_text().replace("@VERSION@", version)
+
+    core = "var/lib/dokku/core-plugins/available"
+    files = {
+        "DEBIAN/templates": (standin("templates"), 0o644),
+        "DEBIAN/config": (standin("config"), 0o755),
+        "DEBIAN/postinst": (standin("postinst"), 0o755),
+        "usr/bin/dokku": (standin("dokku"), 0o755),
+        **{f"{core}/{plugin}/plugin.toml": (
+            f'[plugin]\ndescription = "dokku core {plugin} plugin"\nversion = "{version}"\n[plugin.config]\n', 0o644)
+           for plugin in CORE_PLUGINS},
+        **{f"{core}/nginx-vhosts/templates/{path.name}": (path.read_text(), 0o644)
+           for path in (STANDIN / "nginx-vhosts").iterdir()},
+    }
+    return _build_deb(repo_dir, standin("control"), files)
+
+
+def _build_dependency(repo_dir: Path, name: str) -> Path:
+    version, depends = DEPENDENCIES[name]
+    control = (f"Package: {name}\nVersion: {version}\nArchitecture: all\nMaintainer: {MAINTAINER}\n"
+               + (f"Depends: {depends}\n" if depends else "")
+               + f"Section: admin\nPriority: optional\nDescription: STAND-IN for Dokku's {name} {version} "
+               "(mindroom-infra testbed only)\n")
+    files = {}
+    if name == "sshcommand":
+        files = {"usr/bin/sshcommand": ((STANDIN / "sshcommand").read_text(), 0o755),
+                 "usr/share/doc/sshcommand/copyright": ((STANDIN / "sshcommand.LICENSE").read_text(), 0o644)}
+    return _build_deb(repo_dir, control, files)
 
 
 def _gpg_env(repo_dir: Path) -> dict:
@@ -54,11 +107,16 @@ def _gpg_env(repo_dir: Path) -> dict:
     return env
 
 
-def build(repo_dir: Path, dokku_version: str, suite: str) -> None:
-    """Build (or rebuild) the repository with dokku_<dokku_version>_all.deb for `suite`. Idempotent."""
+def build(repo_dir: Path, dokku_versions: str | list[str], suite: str) -> None:
+    """Build (or rebuild) the repository for `suite` with the dokku stand-in at each of `dokku_versions` (one
+    version or several, e.g. for an upgrade) and Dokku's own dependencies. Idempotent."""
     repo_dir = Path(repo_dir)
     repo_dir.mkdir(parents=True, exist_ok=True)
-    _build_deb(repo_dir, dokku_version)
+    shutil.rmtree(repo_dir / "pool", ignore_errors=True)  # exactly the packages asked for
+    for version in [dokku_versions] if isinstance(dokku_versions, str) else dokku_versions:
+        _build_dokku(repo_dir, version)
+    for name in DEPENDENCIES:
+        _build_dependency(repo_dir, name)
     dist = repo_dir / "dists" / suite
     binary = dist / "main" / f"binary-{ARCHITECTURE}"
     binary.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,361 @@
+"""The Dokku stand-in (tests/testbed/dokku_standin/) against what Dokku does, one case per Dokku subcommand the
+deploy uses (tasks/dokku.py), each stating the upstream behaviour and where it is written. On a DOKKU_VERSION bump,
+re-read each source at the new tag and update the case and the stand-in together.
+
+Sources: dokku/dokku v0.38.27, dokku/sshcommand v0.20.2, dokku/plugn v0.17.1, dokku/dokku-letsencrypt 0.25.1,
+dokku/dokku-postgres 1.48.0. The stand-in runs offline from its built package: extracted into a temporary root
+(DOKKU_STANDIN_ROOT puts its paths there), its postinst's own functions set the plugin layout up, and the real
+sshcommand from the same repository handles the ssh-keys. Stubs stand only for what needs a system: `crontab`
+(dokku's crontab in a file), `getent` and `sh -c "echo ~dokku"` (sshcommand's user lookup: no dokku user here).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from tests.testbed import aptrepo
+
+VERSION = "0.38.27"
+STANDIN = aptrepo.STANDIN
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGdHkUoG9wUMMKKFD8tJB4Q0e6lqlUIUu6YmZuGSPVZp provisioner"
+OTHER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPq0Kd3CTwKJNBbn7lqZ3Rz0cRgO3tTBYaUeg5mvQKQ1 other"
+STUBS = {
+    "crontab": '#!/bin/sh\n'
+               'f="$DOKKU_STANDIN_ROOT/crontab"\n'
+               'if [ "$1" = -l ]; then [ -f "$f" ] || { echo "no crontab for dokku" >&2; exit 1; }; cat "$f"\n'
+               'elif [ "$1" = - ]; then cat > "$f"; else exit 2; fi\n',
+    "getent": "#!/bin/sh\nexit 0\n",
+    "sh": '#!/bin/sh\necho "$DOKKU_STANDIN_ROOT/home/dokku"\n',
+}
+
+# Dokku v0.38.27 debian/control, verbatim
+CONTROL = {
+    "Depends": "apache2-utils, locales, git, cpio, cron | cron-daemon, curl, logrotate, man-db, netcat, sshcommand, "
+               "docker-engine-cs (>= 19.03.0) | docker-engine (>= 19.03.0) | docker-io (>= 19.03.0) | docker.io "
+               "(>= 19.03.0) | docker-ce (>= 19.03.0) | docker-ee (>= 19.03.0) | moby-engine, docker-compose-plugin "
+               "| moby-compose | docker-compose, docker-buildx-plugin | moby-buildx | docker-buildx, "
+               "docker-container-healthchecker, docker-image-labeler, lambda-builder, net-tools, netrc, parallel, "
+               "procfile-util, rsync, dos2unix, unzip, util-linux",
+    "Recommends": "herokuish, bash-completion, dokku-update, dokku-event-listener",
+    "Pre-Depends": "gliderlabs-sigil, jq, nginx (>= 1.8.0) | openresty, bind9-dnsutils, debconf, plugn, sudo, python3, "
+                   "rsyslog",
+}
+# Dokku v0.38.27 contrib/dependencies.json: the versions of Dokku's own packages
+DEPENDENCY_VERSIONS = {"sshcommand": "0.20.2", "plugn": "0.17.1", "gliderlabs-sigil": "0.12.1",
+                       "docker-container-healthchecker": "0.16.0", "docker-image-labeler": "0.10.0",
+                       "lambda-builder": "0.9.4", "netrc": "0.11.1", "procfile-util": "0.20.8"}
+# Debian 13 (trixie) main: what apt finds there for each name in Depends/Pre-Depends (checked against the
+# trixie Packages index the testbed's apt cache holds). Alternatives: the first that exists is what apt installs.
+NOT_IN_DEBIAN = set(DEPENDENCY_VERSIONS) - {"sshcommand"}  # Debian's sshcommand is a 2016 snapshot (0~20160110)
+DEBIAN_CHOICES = {"cron | cron-daemon": "cron", "netcat": "netcat-traditional (virtual netcat)",
+                  "docker.io": "docker.io 26.1.5", "docker-compose": "docker-compose 2.26.1",
+                  "docker-buildx": "docker-buildx 0.13.1", "nginx (>= 1.8.0) | openresty": "nginx 1.26.3"}
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    """The dokku and sshcommand packages extracted into a root, then the postinst's setup-plugins (which runs
+    `dokku plugin:install --core`, the core install triggers) and setup-sshcommand."""
+    base = tmp_path_factory.mktemp("standin")
+    repo, root = base / "repo", base / "root"
+    debs = [aptrepo._build_dokku(repo, VERSION), aptrepo._build_dependency(repo, "sshcommand")]
+    for deb in debs:
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
+    (root / "home/dokku/.ssh").mkdir(parents=True)
+    (root / "home/dokku/.ssh/authorized_keys").touch()
+    (root / "etc/nginx").mkdir(parents=True)
+    (root / "etc/nginx/nginx.conf").write_text("http {\n\t# server_tokens off;\n\tinclude /etc/nginx/conf.d/*.conf;\n}\n")
+    bin_dir = base / "stubs"
+    bin_dir.mkdir()
+    for name, text in STUBS.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    postinst_functions(root, bin_dir, ["setup-plugins", "setup-sshcommand"], {"dokku/nginx_enable": "true"})
+    return root
+
+
+@pytest.fixture
+def root(installed, tmp_path) -> Path:
+    copy = tmp_path / "root"
+    shutil.copytree(installed, copy, symlinks=True)
+    # the layout's links point into the module's root: re-point them at the copy
+    for link in [p for p in copy.rglob("*") if p.is_symlink()]:
+        target = os.readlink(link).replace(str(installed), str(copy))
+        link.unlink()
+        link.symlink_to(target)
+    shutil.copytree(installed.parent / "stubs", tmp_path / "stubs")
+    return copy
+
+
+def env(root: Path) -> dict:
+    stubs = root.parent / "stubs"
+    return {**os.environ, "DOKKU_STANDIN_ROOT": str(root), "PATH": f"{stubs}:{root}/usr/bin:{os.environ['PATH']}"}
+
+
+def dokku(root: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["python3", str(root / "usr/bin/dokku"), *args], env=env(root), input=stdin, text=True,
+                          capture_output=True)
+
+
+def postinst_functions(root: Path, bin_dir: Path, functions: list[str], answers: dict[str, str],
+                       environment: dict | None = None) -> subprocess.CompletedProcess:
+    """Run functions of the stand-in's postinst as written, with db_get answering from `answers` (debconf),
+    chown a no-op (no dokku user here), `dokku` the stand-in and `sshcommand` logging its arguments and stdin."""
+    cases = "".join(f'    {key}) RET={value!r} ;;\n' for key, value in answers.items())
+    script = (
+        "set -eo pipefail\n"
+        f"DOKKU_ROOT={root}/home/dokku DOKKU_LIB_ROOT={root}/var/lib/dokku\n"
+        f'db_get() {{\n  case "$1" in\n{cases}    *) return 10 ;;\n  esac\n}}\n'
+        "chown() { :; }\n"
+        f'dokku() {{ python3 {root}/usr/bin/dokku "$@"; }}\n'
+        f'sshcommand() {{ echo "sshcommand $* $(cat)" >> {root}/sshcommand.log; }}\n'
+        + "".join(f"source <(sed -n '/^{name}() {{/,/^}}/p' {STANDIN / 'postinst'})\n{name}\n" for name in functions)
+    )
+    environment = {**os.environ, "DOKKU_STANDIN_ROOT": str(root), "PATH": f"{bin_dir}:{os.environ['PATH']}",
+                   **(environment or {})}
+    result = subprocess.run(["bash", "-c", script], env=environment, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+# -- the checks ----------------------------------------------------------------------------------------------
+def check_version(root):
+    assert dokku(root, "version").stdout == f"dokku version {VERSION}\n"
+
+
+def check_domains_set_global(root):
+    assert dokku(root, "domains:set-global", "a.example", "b.example").returncode == 0
+    assert (root / "home/dokku/VHOST").read_text() == "a.example\nb.example\n"
+    refused = dokku(root, "domains:set-global", "bad_domain!")
+    assert refused.returncode == 1 and "bad_domain! is invalid. exiting..." in refused.stderr
+
+
+def check_nginx_set(root):
+    assert dokku(root, "nginx:set", "--global", "client-max-body-size", "50m").returncode == 0
+    stored = root / "var/lib/dokku/config/nginx/--global/client-max-body-size"
+    assert stored.read_text() == "50m" and stored.stat().st_mode & 0o777 == 0o600
+    refused = dokku(root, "nginx:set", "--global", "server-tokens", "off")
+    assert refused.returncode == 1 and " !     Invalid key specified, valid keys include: " in refused.stderr
+    assert not (root / "var/lib/dokku/config/nginx/--global/server-tokens").exists()
+    assert dokku(root, "nginx:set", "--global", "client-max-body-size").returncode == 0  # no value: unset
+    assert not stored.exists()
+
+
+def check_nginx_install(root):
+    dokku_conf = (root / "etc/nginx/conf.d/dokku.conf").read_text()
+    assert "include /home/dokku/*/nginx.conf;" in dokku_conf and "\nserver_tokens off;\n" in dokku_conf
+    assert "ssl_dhparam /etc/nginx/dhparam.pem;" in dokku_conf and (root / "etc/nginx/dhparam.pem").is_file()
+    assert "server_tokens" not in (root / "etc/nginx/nginx.conf").read_text()
+    assert (root / "etc/nginx/conf.d/server_names_hash_bucket_size.conf").read_text() == \
+        "server_names_hash_bucket_size 512;\n"
+    sudoers = root / "etc/sudoers.d/dokku-nginx"
+    assert sudoers.read_text().startswith("%dokku ALL=(ALL) NOPASSWD:/usr/bin/systemctl enable nginx, ")
+    assert sudoers.stat().st_mode & 0o777 == 0o440
+
+
+def check_plugin_install(root):
+    url = "https://github.com/dokku/dokku-postgres.git"
+    assert dokku(root, "plugin:install", url, "--committish", "1.48.0", "--name", "postgres").returncode == 0
+    plugins = root / "var/lib/dokku/plugins"
+    assert (plugins / "enabled/postgres").is_symlink()
+    assert os.readlink(plugins / "enabled/postgres") == str(plugins / "available/postgres")
+    assert (plugins / "available/postgres/.plugin_committish").read_text() == "1.48.0\n"
+    listed = dokku(root, "plugin:list").stdout
+    assert "  postgres             1.48.0 enabled    " in listed and "  resource " in listed
+    again = dokku(root, "plugin:install", url, "--committish", "1.48.0", "--name", "postgres")
+    assert again.returncode == 1 and " !     Plugin already enabled" in again.stderr
+    other = dokku(root, "plugin:install", "https://example.invalid/fork.git", "--name", "postgres")
+    assert other.returncode == 1 and "already installed, but with a different url" in other.stderr
+    assert dokku(root, "plugin:installed", "postgres").returncode == 0
+    assert dokku(root, "plugin:installed", "redis").returncode == 1
+
+
+def check_plugin_update(root):
+    url = "https://github.com/dokku/dokku-letsencrypt.git"
+    assert dokku(root, "plugin:install", url, "--committish", "0.25.0", "--name", "letsencrypt").returncode == 0
+    assert dokku(root, "plugin:update", "letsencrypt", "0.25.1").returncode == 0
+    available = root / "var/lib/dokku/plugins/available/letsencrypt"
+    assert (available / ".plugin_committish").read_text() == "0.25.1\n"
+    assert 'version = "0.25.1"' in (available / "plugin.toml").read_text()
+    missing = dokku(root, "plugin:update", "redis", "1.43.0")
+    assert missing.returncode == 1 and "Specified plugin not enabled or installed" in missing.stderr
+    core = dokku(root, "plugin:update", "nginx-vhosts", "x")
+    assert core.returncode == 1 and "Cannot trigger plugin:update against core plugin" in core.stderr
+
+
+def check_plugin_enable(root):
+    url = "https://github.com/dokku/dokku-redis.git"
+    assert dokku(root, "plugin:install", url, "--committish", "1.43.0", "--name", "redis").returncode == 0
+    (root / "var/lib/dokku/plugins/enabled/redis").unlink()  # plugn disable
+    assert dokku(root, "plugin:enable", "redis").returncode == 0
+    again = dokku(root, "plugin:enable", "redis")
+    assert again.returncode == 1 and "Plugin already enabled" in again.stderr
+
+
+def check_plugin_install_dependencies(root):
+    assert dokku(root, "plugin:install-dependencies", "--core").returncode == 0
+
+
+def check_letsencrypt_set(root):
+    absent = dokku(root, "letsencrypt:set", "--global", "email", "ops@example.com")
+    assert absent.returncode == 1 and "is not a dokku command." in absent.stderr  # only once the plugin is installed
+    dokku(root, "plugin:install", "https://github.com/dokku/dokku-letsencrypt.git", "--committish", "0.25.1",
+          "--name", "letsencrypt")
+    assert dokku(root, "letsencrypt:set", "--global", "email", "ops@example.com").returncode == 0
+    assert (root / "var/lib/dokku/config/letsencrypt/--global/email").read_text() == "ops@example.com"
+    refused = dokku(root, "letsencrypt:set", "--global", "e-mail", "x")
+    assert refused.returncode == 1 and "Invalid key specified" in refused.stderr
+
+
+def check_letsencrypt_cron_job(root):
+    dokku(root, "plugin:install", "https://github.com/dokku/dokku-letsencrypt.git", "--committish", "0.25.1",
+          "--name", "letsencrypt")
+    assert (root / "var/lib/dokku/data/letsencrypt/--global/accounts").is_dir()  # its install trigger ran
+    assert dokku(root, "letsencrypt:cron-job", "--add").returncode == 0
+    assert dokku(root, "letsencrypt:cron-job", "--add").returncode == 0  # once, however often
+    assert (root / "crontab").read_text() == "\n@daily /var/lib/dokku/plugins/available/letsencrypt/cron-job\n"
+    assert (root / "var/lib/dokku/data/letsencrypt/--global/autorenew").is_file()
+
+
+def check_ssh_keys_add(root):
+    added = dokku(root, "ssh-keys:add", "provisioner", stdin=KEY + "\n")
+    assert added.returncode == 0, added.stderr
+    line = (root / "home/dokku/.ssh/authorized_keys").read_text()
+    fingerprint = subprocess.run(["ssh-keygen", "-lf", "-"], input=KEY, capture_output=True, text=True).stdout.split()[1]
+    assert line == (f'command="FINGERPRINT={fingerprint} NAME=\\"provisioner\\" `cat {root}/home/dokku/.sshcommand` '
+                    f'$SSH_ORIGINAL_COMMAND",no-agent-forwarding,no-user-rc,no-X11-forwarding,no-port-forwarding {KEY}\n')
+    same_name = dokku(root, "ssh-keys:add", "provisioner", stdin=OTHER_KEY + "\n")
+    assert same_name.returncode == 1 and "Duplicate ssh key name" in same_name.stderr
+    same_key = dokku(root, "ssh-keys:add", "another-name", stdin=KEY + "\n")
+    assert same_key.returncode == 1 and "Duplicate ssh public key specified" in same_key.stderr
+
+
+def check_ssh_keys_list(root):
+    dokku(root, "ssh-keys:add", "provisioner", stdin=KEY + "\n")
+    fingerprint = subprocess.run(["ssh-keygen", "-lf", "-"], input=KEY, capture_output=True, text=True).stdout.split()[1]
+    assert dokku(root, "ssh-keys:list").stdout == (
+        f'{fingerprint} NAME="provisioner" SSHCOMMAND_ALLOWED_KEYS="no-agent-forwarding,no-user-rc,'
+        'no-X11-forwarding,no-port-forwarding"\n')
+    listed = json.loads(dokku(root, "ssh-keys:list", "--format", "json").stdout)
+    assert [(key["name"], key["fingerprint"]) for key in listed] == [("provisioner", fingerprint)]
+
+
+def check_ssh_keys_remove(root):
+    dokku(root, "ssh-keys:add", "provisioner", stdin=KEY + "\n")
+    assert dokku(root, "ssh-keys:remove", "provisioner").returncode == 0
+    assert (root / "home/dokku/.ssh/authorized_keys").read_text() == ""
+    assert dokku(root, "ssh-keys:add", "provisioner", stdin=KEY + "\n").returncode == 0  # the name is free again
+
+
+@dataclasses.dataclass
+class Case:
+    subcommand: str
+    dokku_does: str
+    source: str
+    check: Callable[[Path], None]
+
+
+FIDELITY = [
+    Case("version", "prints `dokku version <VERSION>`", "dokku v0.38.27 plugins/00_dokku-standard/subcommands/version",
+         check_version),
+    Case("domains:set-global D...", "validates each name (is_valid_hostname), writes VHOST one domain per line",
+         "dokku v0.38.27 plugins/domains/functions domains_set_global", check_domains_set_global),
+    Case("nginx:set --global KEY VALUE", "refuses keys outside GLOBAL_KEYS (server-tokens is none of them); stores "
+         "the value without a trailing newline, mode 0600, in config/nginx/--global/KEY; no value unsets",
+         "dokku v0.38.27 plugins/nginx-vhosts/subcommands/set, plugins/common/properties.go PropertyWrite",
+         check_nginx_set),
+    Case("plugin:install --core (postinst)", "nginx-vhosts install trigger: dhparam, conf.d/dokku.conf from "
+         "dokku.conf.sigil (server_tokens off), server_tokens removed from nginx.conf, the dokku-nginx sudoers",
+         "dokku v0.38.27 plugins/nginx-vhosts/install, plugins/nginx-vhosts/templates/dokku.conf.sigil",
+         check_nginx_install),
+    Case("plugin:install URL --committish TAG --name NAME", "plugn install (clone; refuses another URL), enable "
+         "(plugins/enabled/NAME link; refuses an enabled plugin), plugn update TAG (.plugin_committish), install "
+         "triggers", "dokku v0.38.27 plugins/plugin/functions download_and_enable_plugin; plugn v0.17.1 "
+         "bashenv/plugn.bash", check_plugin_install),
+    Case("plugin:update NAME TAG", "only an enabled, non-core plugin; plugn update pins TAG; update triggers",
+         "dokku v0.38.27 plugins/plugin/subcommands/update, plugins/plugin/internal-functions", check_plugin_update),
+    Case("plugin:enable NAME", "refuses an enabled plugin, links plugins/enabled/NAME",
+         "dokku v0.38.27 plugins/plugin/functions enable_plugin", check_plugin_enable),
+    Case("plugin:install-dependencies --core", "runs the core plugins' dependencies trigger",
+         "dokku v0.38.27 plugins/plugin/subcommands/install-dependencies", check_plugin_install_dependencies),
+    Case("letsencrypt:set --global KEY VALUE", "a letsencrypt command only once the plugin is installed; refuses "
+         "keys outside VALID_KEYS; property file without trailing newline",
+         "dokku-letsencrypt 0.25.1 command-functions cmd-letsencrypt-set", check_letsencrypt_set),
+    Case("letsencrypt:cron-job --add", "touches data/letsencrypt/--global/autorenew; without plugins/cron/cron-write "
+         "(Dokku has none) writes `@daily .../letsencrypt/cron-job` to dokku's crontab, replacing an older copy",
+         "dokku-letsencrypt 0.25.1 internal-functions fn-letsencrypt-cron-job-add, config LETSENCRYPT_CRON_JOB",
+         check_letsencrypt_cron_job),
+    Case("ssh-keys:add NAME (key on stdin)", "sshcommand acl-add: refuses a duplicate name or fingerprint, appends "
+         'command="FINGERPRINT=... NAME=\\"...\\" `cat ~/.sshcommand` $SSH_ORIGINAL_COMMAND",<options> KEY',
+         "dokku v0.38.27 plugins/ssh-keys/subcommands/add; sshcommand v0.20.2 sshcommand-acl-add",
+         check_ssh_keys_add),
+    Case("ssh-keys:list", "sshcommand list: `FINGERPRINT NAME=\"...\" SSHCOMMAND_ALLOWED_KEYS=\"...\"` per key, or JSON",
+         "dokku v0.38.27 plugins/ssh-keys/subcommands/list; sshcommand v0.20.2 sshcommand-list", check_ssh_keys_list),
+    Case("ssh-keys:remove NAME", "sshcommand acl-remove deletes the NAME line",
+         "dokku v0.38.27 plugins/ssh-keys/subcommands/remove; sshcommand v0.20.2 sshcommand-acl-remove",
+         check_ssh_keys_remove),
+]
+
+
+@pytest.mark.parametrize("case", FIDELITY, ids=lambda case: case.subcommand.split()[0])
+def test_standin_does_what_dokku_does(case, root):
+    case.check(root)
+
+
+def test_every_subcommand_the_deploy_runs_has_a_case():
+    """tasks/dokku.py's `dokku X` commands all appear in the table."""
+    source = (Path(__file__).resolve().parents[1] / "tasks/dokku.py").read_text()
+    used = set(re.findall(r"\bdokku ([a-z-]+:[a-z-]+)", source))
+    covered = {case.subcommand.split()[0] for case in FIDELITY}
+    assert used and used <= covered, used - covered
+
+
+def test_control_fields_are_the_releases():
+    control = (STANDIN / "control").read_text()
+    fields = dict(line.split(": ", 1) for line in control.splitlines() if not line.startswith(" ") and ": " in line)
+    assert {name: fields[name] for name in CONTROL} == CONTROL
+    assert {name: version for name, (version, _) in aptrepo.DEPENDENCIES.items()} == DEPENDENCY_VERSIONS
+
+
+def test_dokkus_own_dependencies_are_in_the_local_repo():
+    """Each name in Depends/Pre-Depends not from Debian 13 is one the local repo builds, and nothing else is."""
+    names = {alternative.split()[0] for field in ("Depends", "Pre-Depends")
+             for alternative in CONTROL[field].replace("|", ",").split(",")}
+    assert NOT_IN_DEBIAN | {"sshcommand"} == set(aptrepo.DEPENDENCIES) and NOT_IN_DEBIAN < names
+    assert "herokuish" not in aptrepo.DEPENDENCIES  # a Recommends, which the deploy does not install (README)
+    assert all(choice.split()[0] in CONTROL["Depends"] + CONTROL["Pre-Depends"] or "(virtual" in choice
+               for choice in DEBIAN_CHOICES.values())
+
+
+@pytest.mark.parametrize("key_file, added", [("exists", True), ("missing", False)])
+def test_postinst_adds_the_key_file_whatever_skip_key_file_says(tmp_path, key_file, added):
+    """Dokku v0.38.27 debian/postinst dpkg-handling: `db_get dokku/key_file; if [ -f "$RET" ]; then sshcommand
+    acl-add dokku default <"$RET"`; dokku/skip_key_file is never read. Hence the deploy's preseed points key_file at
+    a path that cannot exist."""
+    key = tmp_path / "id.pub"
+    if key_file == "exists":
+        key.write_text(KEY + "\n")
+    (tmp_path / "home/dokku").mkdir(parents=True)
+    answers = {"dokku/vhost_enable": "true", "dokku/hostname": "d.example", "dokku/key_file": str(key),
+               "dokku/skip_key_file": "true"}
+    postinst_functions(tmp_path, tmp_path, ["dpkg-handling"], answers)
+    log = tmp_path / "sshcommand.log"
+    assert (log.read_text() == f"sshcommand acl-add dokku default {KEY}\n") if added else not log.exists()
+    assert (tmp_path / "home/dokku/VHOST").read_text() == "d.example\n"  # echo "$RET" > VHOST
+
+
+def test_deploy_preseeds_a_key_file_that_cannot_exist():
+    from tasks.dokku import NO_KEY_FILE
+
+    assert not Path(NO_KEY_FILE).exists() and Path(NO_KEY_FILE).parent == Path("/nonexistent")
+    preseed = (Path(__file__).resolve().parents[1] / "templates/dokku/dokku.preseed.j2").read_text()
+    assert "dokku dokku/key_file string {{ key_file }}" in preseed and "skip_key_file" not in preseed.split("\n", 3)[3]

@@ -17,6 +17,13 @@ def test_dokku_version_and_hold(host):
     assert "dokku" in host.check_output("apt-mark showhold").split()
 
 
+@pytest.mark.parametrize("package", ["docker.io", "docker-compose", "docker-buildx"])
+def test_dokkus_docker_dependencies_are_debians(host, package):
+    """Dokku's Depends `docker.io | ...`, `docker-compose-plugin | moby-compose | docker-compose`,
+    `docker-buildx-plugin | moby-buildx | docker-buildx`, satisfied by Debian's packages."""
+    assert host.package(package).is_installed
+
+
 def test_global_domain(host):
     assert host.check_output("dokku domains:report --global --domains-global-vhosts").split() == [DATA["domain"]]
 

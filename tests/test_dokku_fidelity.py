@@ -332,8 +332,9 @@ def test_dokkus_own_dependencies_are_in_the_local_repo():
              for alternative in CONTROL[field].replace("|", ",").split(",")}
     assert NOT_IN_DEBIAN | {"sshcommand"} == set(aptrepo.DEPENDENCIES) and NOT_IN_DEBIAN < names
     assert "herokuish" not in aptrepo.DEPENDENCIES  # a Recommends, which the deploy does not install (README)
-    assert all(choice.split()[0] in CONTROL["Depends"] + CONTROL["Pre-Depends"] or "(virtual" in choice
-               for choice in DEBIAN_CHOICES.values())
+    fields = CONTROL["Depends"] + CONTROL["Pre-Depends"]
+    assert all(name in fields and choice.split()[0] not in aptrepo.DEPENDENCIES
+               for name, choice in DEBIAN_CHOICES.items())
 
 
 @pytest.mark.parametrize("key_file, added", [("exists", True), ("missing", False)])

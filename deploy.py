@@ -1,8 +1,8 @@
 """Table of contents: the tasks each group of hosts gets, in order. Logic lives in tasks/.
 
 Order across hosts: pyinfra orders operations as a graph of each host's sequence; an operation called for
-every host joins the sequences. keys.authorize_platform_key() is such a join (it acts on Dokku hosts only),
-so the Dokku hosts authorize the platform's key after the platform host generated it.
+every host joins the sequences. keys.root_access() is such a join (root's authorized_keys on every host), so the
+Dokku hosts authorize the platform's key after the platform host generated it.
 lock.hold() first: the run holds the environment's lock while it changes hosts (tasks/lock.py);
 reboot.report_required() last: the hosts that need a reboot are named at the end (tasks/reboot.py).
 """
@@ -24,7 +24,7 @@ if "dokku" in host.groups:
     dokku.install()
     dokku.configure()
 
-keys.authorize_platform_key()
+keys.root_access()
 
 if "platform" in host.groups:
     platform.services()

@@ -149,7 +149,8 @@ KNOWN_SETTINGS = frozenset((
     "ENV_FILE", "HCLOUD_TOKEN", "HCLOUD_ENDPOINT", "HCLOUD_POLL_INTERVAL", "HCLOUD_RETRY_BACKOFF", "HCLOUD_TIMEOUT",
     "ENVIRONMENT", "DOMAIN", "LOCATION", "SERVER_IMAGE", "DOKKU_SERVER_TYPE", "PLATFORM_SERVER_TYPE",
     "DOKKU_SERVERS", "DOKKU_VOLUME_SIZE", "PLATFORM_VOLUME_SIZE", "ENABLE_BACKUPS", "ADMIN_IPS",
-    "SSH_PUBLIC_KEY_PATH", "SSH_PRIVATE_KEY_PATH", "DOKKU_PROVISIONER_KEY_PATH", "DNS_ZONE", "MATRIX_FEDERATION",
+    "SSH_PUBLIC_KEY_PATH", "SSH_EXTRA_PUBLIC_KEY_PATHS", "SSH_PRIVATE_KEY_PATH", "DOKKU_PROVISIONER_KEY_PATH",
+    "DNS_ZONE", "MATRIX_FEDERATION",
     "OUTPUTS_FILE", "SECRETS_DIR", "SSH_STRICT_HOST_KEY_CHECKING", "SSH_KNOWN_HOSTS_FILE",
     "DOKKU_VERSION", "DOKKU_APT_REPO_URL", "DOKKU_APT_KEY_URL", "DOKKU_APT_SUITE",
     "LETSENCRYPT_STAGING", "ACME_SERVER", "ACME_CA_BUNDLE", "SERVICE_IMAGE_TAG", "REGISTRY_CA_CERT",
@@ -384,6 +385,7 @@ class Settings:
     hcloud_timeout: float
     dns_zone: str
     ssh_public_key_path: Path
+    ssh_extra_public_key_paths: tuple[Path, ...]
     ssh_private_key_path: Path
     dokku_provisioner_key_path: Path
     ssh_known_hosts_file: str
@@ -431,6 +433,43 @@ class Settings:
     def admin_ips(self) -> list[str]:
         return [str(network) for network in self.admin_networks]
 
+    # -- SSH keys (root's authorized_keys holds exactly the admin keys; see tasks/keys.py) -------------
+    def admin_public_keys(self) -> list[tuple[str, str]]:
+        """(setting, public key line) of every admin key: SSH_PUBLIC_KEY_PATH, then SSH_EXTRA_PUBLIC_KEY_PATHS."""
+        keys = [("SSH_PUBLIC_KEY_PATH", read_public_key(self.ssh_public_key_path, "SSH_PUBLIC_KEY_PATH"))]
+        for path in self.ssh_extra_public_key_paths:
+            key = read_public_key(path, "SSH_EXTRA_PUBLIC_KEY_PATHS")
+            same = next((setting for setting, other in keys if _key_blob(other) == _key_blob(key)), None)
+            if same:
+                raise SettingsError(f"SSH_EXTRA_PUBLIC_KEY_PATHS lists {_show(str(path))}, the same key as {same}; "
+                                    "list each admin key once")
+            keys.append(("SSH_EXTRA_PUBLIC_KEY_PATHS", key))
+        return keys
+
+    def connecting_public_key(self) -> str:
+        """The public half of SSH_PRIVATE_KEY_PATH (the key pyinfra and the host tests log in with), which must be
+        one of the admin keys: the deploy writes root's authorized_keys with exactly those and must never remove
+        the key it connects with."""
+        path, setting = self.ssh_private_key_path, "SSH_PRIVATE_KEY_PATH"
+        beside = path.with_name(path.name + ".pub")
+        key = read_public_key(beside, setting) if beside.is_file() else _openssh_private_key_public_half(path, setting)
+        admins = [_key_blob(admin) for _, admin in self.admin_public_keys()]
+        if _key_blob(key) not in admins:
+            raise SettingsError(f"{setting}={_show(str(path))} is not one of the admin keys (SSH_PUBLIC_KEY_PATH, "
+                                "SSH_EXTRA_PUBLIC_KEY_PATHS): the deploy keeps only those in root's authorized_keys "
+                                "and would lock itself out; list it in SSH_EXTRA_PUBLIC_KEY_PATHS until the new key "
+                                "is deployed (README: rotating the admin key)")
+        return key
+
+    def provisioner_public_key(self) -> str:
+        """DOKKU_PROVISIONER_KEY_PATH's key: dokku-deploy's and Dokku's only, so never one of the admin keys."""
+        key = read_public_key(self.dokku_provisioner_key_path, "DOKKU_PROVISIONER_KEY_PATH")
+        same = next((setting for setting, admin in self.admin_public_keys() if _key_blob(admin) == _key_blob(key)), None)
+        if same:
+            raise SettingsError(f"DOKKU_PROVISIONER_KEY_PATH must be another key than {same} (the provisioner's key "
+                                "may run dokku only, an admin key is root's)")
+        return key
+
     def platform_secrets(self) -> dict[str, str]:
         """The values the platform's services need, all required."""
         return {name: self.required(name, "the platform's services need it") for name in PLATFORM_SECRET_NAMES}
@@ -470,9 +509,9 @@ class Settings:
     def admin_key_name(self) -> str:
         return f"{self.prefix}-admin"
 
-    @property
-    def provisioner_key_name(self) -> str:
-        return f"{self.prefix}-dokku-provisioner"
+    def extra_admin_key_name(self, fingerprint: str) -> str:
+        """An SSH_EXTRA_PUBLIC_KEY_PATHS key in the project, named by its fingerprint (reordering renames nothing)."""
+        return f"{self.admin_key_name}-{fingerprint.replace(':', '')[:8]}"
 
     def server_names(self, role: str) -> list[str]:
         if role == "platform":
@@ -720,6 +759,8 @@ def load_settings(environ: Mapping[str, str] | None = None, cwd: Path | None = N
         hcloud_timeout=_int("HCLOUD_TIMEOUT", get("HCLOUD_TIMEOUT", "30"), 0.1, 600, float),
         dns_zone=dns_zone,
         ssh_public_key_path=ssh_public_key_path,
+        ssh_extra_public_key_paths=tuple(_expand(path.strip(), base_dir)
+                                         for path in get("SSH_EXTRA_PUBLIC_KEY_PATHS").split(",") if path.strip()),
         ssh_private_key_path=_expand(get("SSH_PRIVATE_KEY_PATH", private_default), base_dir),
         dokku_provisioner_key_path=_expand(get("DOKKU_PROVISIONER_KEY_PATH", "./ssh/dokku_provisioner.pub"), base_dir),
         ssh_known_hosts_file=os.path.expanduser(get("SSH_KNOWN_HOSTS_FILE", "~/.ssh/known_hosts")),
@@ -791,3 +832,41 @@ def read_public_key(path: Path, setting: str) -> str:
         raise SettingsError(f"{setting}={_show(str(path))}: the key after {match.group(1)} is not the base64 of a "
                             f"{match.group(1)} key; copy the .pub file again")
     return text
+
+
+def _key_blob(public_key: str) -> str:
+    return public_key.split()[1]
+
+
+def _openssh_private_key_public_half(path: Path, setting: str) -> str:
+    """The public key stored in an OpenSSH private key file's header, which is never encrypted (openssh-portable
+    PROTOCOL.key: the magic "openssh-key-v1" and a NUL byte, cipher, kdf, kdf options, number of keys, then each public key), so no
+    passphrase is needed."""
+    fix = f"put its public half beside it: ssh-keygen -y -f {path} > {path}.pub"
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        raise SettingsError(f"{setting}={_show(str(path))} cannot be read and there is no {path.name}.pub beside it; "
+                            "point it at the private key pyinfra logs in with") from None
+    body = re.search(r"-----BEGIN OPENSSH PRIVATE KEY-----(.*?)-----END OPENSSH PRIVATE KEY-----", text, re.S)
+    magic = b"openssh-key-v1\0"
+    try:
+        data = base64.b64decode("".join(body.group(1).split()), validate=True) if body else b""
+    except ValueError:
+        data = b""
+    if not data.startswith(magic):
+        raise SettingsError(f"{setting}={_show(str(path))} is not an OpenSSH private key whose public key can be read; {fix}")
+
+    def string(position: int) -> tuple[bytes, int]:  # an SSH wire-format string: 4-byte length, bytes
+        length = int.from_bytes(data[position:position + 4], "big")
+        return data[position + 4:position + 4 + length], position + 4 + length
+
+    position = len(magic)
+    for _ in range(3):  # cipher, kdf, kdf options
+        position = string(position)[1]
+    blob = string(position + 4)[0]  # after the number of keys: the first public key
+    key_type = blob[4:4 + int.from_bytes(blob[:4], "big")].decode(errors="replace")
+    key = f"{key_type} {base64.b64encode(blob).decode()}"
+    if not _PUBLIC_KEY_RE.fullmatch(key):
+        raise SettingsError(f"{setting}={_show(str(path))} holds no public key this project accepts; {fix}")
+    return key

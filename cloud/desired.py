@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from hcloud.firewalls.domain import FirewallRule
 
-from settings import ANYWHERE, PUBLIC_PORTS, ROLES, SSH_PORT, Settings, SettingsError, read_public_key
+from settings import ANYWHERE, PUBLIC_PORTS, ROLES, SSH_PORT, Settings
 
 
 @dataclass(frozen=True)
@@ -48,16 +48,15 @@ def fingerprint(public_key: str) -> str:
 
 
 def key_specs(settings: Settings) -> list[KeySpec]:
+    """The admin keys, each an SSH key in the project: SSH_PUBLIC_KEY_PATH's named `…-admin`, the extra ones
+    by fingerprint. Hetzner gives a server its keys once, at creation, for root; the provisioner's key is not
+    among them (it may run dokku only: the deploy gives it to dokku-deploy and Dokku's ssh-keys)."""
     specs = []
-    for name, path, setting in (
-        (settings.admin_key_name, settings.ssh_public_key_path, "SSH_PUBLIC_KEY_PATH"),
-        (settings.provisioner_key_name, settings.dokku_provisioner_key_path, "DOKKU_PROVISIONER_KEY_PATH"),
-    ):
-        public_key = read_public_key(path, setting)
-        specs.append(KeySpec(name, setting, public_key, fingerprint(public_key)))
-    if specs[0].fingerprint == specs[1].fingerprint:
-        raise SettingsError("DOKKU_PROVISIONER_KEY_PATH must be another key than SSH_PUBLIC_KEY_PATH "
-                            "(the provisioner's key is authorized for Dokku only)")
+    for setting, public_key in settings.admin_public_keys():
+        key_fingerprint = fingerprint(public_key)
+        name = (settings.admin_key_name if setting == "SSH_PUBLIC_KEY_PATH"
+                else settings.extra_admin_key_name(key_fingerprint))
+        specs.append(KeySpec(name, setting, public_key, key_fingerprint))
     return specs
 
 
@@ -76,14 +75,13 @@ def rule_key(rule: FirewallRule) -> tuple:
 
 
 def server_specs(settings: Settings, keys: list[KeySpec]) -> list[ServerSpec]:
-    admin, provisioner = keys
-    # SPEC: both keys go on the Dokku servers, the admin key on the platform server.
-    fingerprints = {"dokku": (admin.fingerprint, provisioner.fingerprint), "platform": (admin.fingerprint,)}
+    # Created with every admin key; later changes of the keys are the deploy's (servers are never rebuilt).
+    fingerprints = tuple(key.fingerprint for key in keys)
     return [
         ServerSpec(
             name=name, role=role, server_type=settings.server_type(role), ip=settings.private_ip(name),
             labels=settings.labels(role), firewall=settings.firewall_name(role),
-            key_fingerprints=fingerprints[role], volume_name=settings.volume_name(name),
+            key_fingerprints=fingerprints, volume_name=settings.volume_name(name),
             volume_size=settings.volume_size(role), volume_labels=settings.labels(role),
         )
         for role in ROLES

@@ -99,30 +99,52 @@ def update_labels(collection: str):
 
 
 # -- SSH keys -------------------------------------------------------------------------------------------
+KEYS_TARGET = "ssh keys"  # one target: a freed name is taken only after the delete or rename that frees it
+ADMIN_KEY_SETTINGS = "SSH_PUBLIC_KEY_PATH, SSH_EXTRA_PUBLIC_KEY_PATHS"
+
+
 def plan_keys(ctx: Context) -> list[Step]:
-    steps = []
+    """The project's SSH keys are the admin keys (desired.key_specs). Hetzner uses them only when it creates a
+    server: a key added or deleted here changes no existing server (the deploy manages root's authorized_keys)."""
+    wanted = {spec.fingerprint for spec in ctx.keys}
+    deletes = [Step("delete", "ssh key", name, f"fingerprint {key.fingerprint} is not an admin key ({ADMIN_KEY_SETTINGS}); "
+                    "existing servers keep it until the next deploy writes root's authorized_keys",
+                    lambda ctx, key=key: ctx.client.ssh_keys.delete(key), target=KEYS_TARGET)
+               for name, key in sorted(ctx.observed.keys.items()) if key.fingerprint not in wanted]
+    renames, onto_held_names, creates, steps = [], [], [], []
     for spec in ctx.keys:
         found = ctx.observed.keys_by_fingerprint.get(spec.fingerprint)
-        stale = ctx.observed.keys.get(spec.name)
-        key_steps = []
-        if stale is not None and stale.fingerprint != spec.fingerprint:
-            key_steps.append(Step("delete", "ssh key", stale.name, f"{spec.setting} now names another key",
-                                  lambda ctx, key=stale: ctx.client.ssh_keys.delete(key), target=spec.name))
         if found is None:
-            key_steps.append(Step("create", "ssh key", spec.name, f"{spec.setting}, fingerprint {spec.fingerprint}",
-                                  lambda ctx, spec=spec: _create_key(ctx, spec), target=spec.name))
+            creates.append(Step("create", "ssh key", spec.name, f"{spec.setting}, fingerprint {spec.fingerprint}; "
+                                "given to servers created from now on, existing ones get it from the deploy",
+                                lambda ctx, spec=spec: _create_key(ctx, spec), target=KEYS_TARGET))
+            creates += _new_admin_key_warning(ctx, spec)
         elif not is_ours(found, ctx.settings):
-            key_steps.append(Step("unchanged", "ssh key", spec.name,
-                                  f"the project's key {found.name!r} has the same fingerprint: adopted, never deleted"))
+            steps.append(Step("unchanged", "ssh key", spec.name,
+                              f"the project's key {found.name!r} has the same fingerprint: adopted, never deleted"))
         else:
-            key_steps += labels_step("ssh key", found, ctx.settings.labels(), update_labels("ssh_keys"),
-                                     target=spec.name)
+            drift = labels_step("ssh key", found, ctx.settings.labels(), update_labels("ssh_keys"), target=KEYS_TARGET)
+            renames += drift
             if found.name != spec.name:
-                key_steps.append(Step("update", "ssh key", found.name, f"rename to {spec.name}",
-                                      lambda ctx, key=found, name=spec.name: ctx.client.ssh_keys.update(key, name=name),
-                                      target=spec.name))
-        steps += key_steps or [Step("unchanged", "ssh key", spec.name, f"fingerprint {spec.fingerprint}")]
-    return steps
+                # onto a name another of our keys still holds (an extra key promoted): after that one moved away
+                (onto_held_names if spec.name in ctx.observed.keys else renames).append(Step(
+                    "update", "ssh key", found.name, f"rename to {spec.name} ({spec.setting})",
+                    lambda ctx, key=found, name=spec.name: ctx.client.ssh_keys.update(key, name=name),
+                    target=KEYS_TARGET))
+            elif not drift:
+                steps.append(Step("unchanged", "ssh key", spec.name, f"fingerprint {spec.fingerprint}"))
+    return deletes + renames + onto_held_names + creates + steps
+
+
+def _new_admin_key_warning(ctx: Context, spec: KeySpec) -> list[Step]:
+    """SSH_PUBLIC_KEY_PATH switched straight from our key to one the project does not know: bootstrap never
+    changes existing servers' keys, so unless a deploy gave them the new key first, logging in with it fails."""
+    if spec.setting != "SSH_PUBLIC_KEY_PATH" or spec.name not in ctx.observed.keys or not ctx.observed.servers:
+        return []
+    return [Step("warning", "ssh key", spec.name, f"SSH_PUBLIC_KEY_PATH names a new key: the "
+                 f"{len(ctx.observed.servers)} existing servers were not created with it and bootstrap never changes "
+                 "their keys; unless a deploy gave it to them from SSH_EXTRA_PUBLIC_KEY_PATHS, a deploy logging in "
+                 "with it fails (README: rotating the admin key)")]
 
 
 def _create_key(ctx: Context, spec: KeySpec) -> None:

@@ -84,7 +84,7 @@ def plan_servers(ctx: Context) -> list[Step]:
         volume = ctx.observed.volumes.get(spec.volume_name)
         creating = []
         if server is None:
-            keys = "admin + provisioner keys" if len(spec.key_fingerprints) > 1 else "admin key"
+            keys = f"{len(spec.key_fingerprints)} admin key{'s' if len(spec.key_fingerprints) > 1 else ''} for root"
             creating.append(Step("create", "server", spec.name,
                                  f"{spec.server_type}, {ctx.settings.server_image}, {ctx.settings.location}, "
                                  f"IPv4+IPv6, firewall {spec.firewall}, {keys}, no user_data",

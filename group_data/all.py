@@ -11,6 +11,9 @@ try:
     settings = load_settings()
     # SSH: only from the admins' networks and from the private network (the platform drives Dokku over it).
     ssh_allowed_from = [*settings.admin_ips, SUBNET_IP_RANGE]
+    # root's authorized_keys holds exactly these (tasks/keys.py), so the key this deploy logs in with must be one.
+    admin_public_keys = [key for _setting, key in settings.admin_public_keys()]
+    settings.connecting_public_key()
 except SettingsError as error:
     sys.exit(f"error: {error}")
 

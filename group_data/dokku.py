@@ -4,12 +4,12 @@ import sys
 
 from settings import (
     DOKKU_DEPLOY_USER, DOKKU_PROVISIONER_KEY_NAME, MOUNT_POINTS, PUBLIC_PORTS, SWAP_SIZE_MB, SettingsError,
-    load_settings, read_public_key,
+    load_settings,
 )
 
 try:
     settings = load_settings()
-    provisioner_public_key = read_public_key(settings.dokku_provisioner_key_path, "DOKKU_PROVISIONER_KEY_PATH")
+    provisioner_public_key = settings.provisioner_public_key()  # dokku-deploy's and Dokku's, never root's
     letsencrypt_email = settings.required("LETSENCRYPT_EMAIL", "Dokku's letsencrypt plugin registers with it")
 except SettingsError as error:
     sys.exit(f"error: {error}")

@@ -117,8 +117,10 @@ def configure():
     global_settings(name="Set Dokku's global domain, plugins, properties and renewal job", domain=host.data.domain,
                     plugins=host.data.dokku_plugins, properties=host.data.dokku_global_properties)
     user = host.data.deploy_user
-    ops.user(name=f"Create {user} (groups docker, sudo) with the provisioner key", user=user,
-             groups=["docker", "sudo"], public_keys=[host.data.provisioner_public_key])
+    # No supplementary groups: docker is root (mount / into a container) and sudo's %sudo rule allows everything;
+    # the sudoers drop-in lets it run dokku as root, nothing else.
+    ops.user(name=f"Create {user} (no groups: it may run dokku only) with the provisioner key", user=user,
+             groups=[], public_keys=[host.data.provisioner_public_key])
     ops.template(
         name=f"Upload /etc/sudoers.d/{user} (checked with visudo -cf)", src="templates/dokku/dokku-deploy.j2",
         dest=f"/etc/sudoers.d/{user}", mode="440", validate="visudo -cf {path}", user_name=user, dokku=DOKKU,

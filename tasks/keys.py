@@ -1,18 +1,23 @@
-"""The platform's SSH key for Dokku: generated on the platform host, authorized on every Dokku host.
+"""Who may log in as root, and the platform's SSH key for Dokku.
 
 - platform_key() (platform host): an ed25519 key at /opt/platform/dokku-ssh-key, generated once (only when the
   file is missing, never regenerated), and /opt/platform/dokku-known-hosts with every Dokku host's SSH host key
   under its private IP, so the provisioner connects with strict host key checking over the private network.
-- authorize_platform_key() (each Dokku host): the public half in root's authorized_keys, restricted with
-  from="<platform private IP>", and in Dokku's ssh-keys (tasks/dokku.py's helper) as "platform".
+- root_access() (every host): root's authorized_keys holds exactly the admin keys (host data admin_public_keys:
+  SSH_PUBLIC_KEY_PATH and SSH_EXTRA_PUBLIC_KEY_PATHS) and, on a Dokku host, the platform's public key restricted
+  with from="<platform private IP>", which also goes into Dokku's ssh-keys (tasks/dokku.py's helper) as
+  "platform". Any other line goes: keys added by hand, and the provisioner key an older bootstrap gave the Dokku
+  servers at creation (it may run dokku only: dokku-deploy and Dokku's ssh-keys, tasks/dokku.py). The new file
+  replaces the old one only after ssh-keygen parsed every line, in one rename; group_data/all.py refuses admin
+  keys that lack the key the deploy logs in with, so a run never removes its own way in.
 
 Cross-host data and order: each side reads the other's public keys from the other host's snapshot
 (tasks/snapshot.py, `on=`), asked at prepare time so that host's own single read answers them, and read at
 execution time: the key exists by then on every run, the first included, with no special first-run path.
 pyinfra orders operations as a graph of each host's sequence, not strictly by line, so an operation of a Dokku
-host is only ordered after the platform's key generation if the two sequences meet: the authorizing operation
-is therefore called for every host (deploy.py calls authorize_platform_key() everywhere). Declared at the same
-place on every host, it is one shared node that comes after the key generation; it changes Dokku hosts only.
+host is only ordered after the platform's key generation if the two sequences meet: root_access() is therefore
+called for every host (deploy.py). Declared at the same place on every host, it is one shared node that comes
+after the key generation.
 """
 
 from __future__ import annotations
@@ -71,32 +76,41 @@ def platform_key():
                 dokku_hosts=hosts)
 
 
-@snapshot_operation(lambda **_: {})
-def platform_key_authorized(platform_host):
-    """On a Dokku host: the platform's public key (read now from the platform's snapshot) in root's
-    authorized_keys from the platform's private IP only, and in Dokku's ssh-keys. Elsewhere: nothing."""
-    if "dokku" not in host.groups:
-        host.noop("not a Dokku host")
-        return
+@snapshot_operation(lambda **_: {"files": [ROOT_AUTHORIZED_KEYS]})
+def root_authorized_keys(admin_keys: list[str], platform_host=None):
+    """root's authorized_keys is exactly the admin keys and, on a Dokku host, the platform's public key (read now
+    from the platform's snapshot) from the platform's private IP only; that key is in Dokku's ssh-keys too."""
+    if not admin_keys:
+        raise OperationError("no admin key for root's authorized_keys: it would lock everyone out")
+    lines = [key.strip() for key in admin_keys]
+    platform_key = _platform_public_key(platform_host) if platform_host and "dokku" in host.groups else None
+    if platform_key:
+        data = platform_host.data
+        lines.append(f'from="{data.private_ip}" {platform_key} {data.platform_key_comment}')
+    # every line must parse as a key, or the candidate is dropped and the live file stays
+    parsed_all = f'test "$(ssh-keygen -l -f {{path}} | wc -l)" -eq {len(lines)}'
+    yield from ops.write(ROOT_AUTHORIZED_KEYS, "".join(f"{line}\n" for line in lines).encode(), "600",
+                         validate=parsed_all)
+    if platform_key:
+        yield from dokku.ssh_key._inner(key_name=platform_host.data.platform_dokku_key_name, public_key=platform_key)
+
+
+def _platform_public_key(platform_host) -> str:
     data = platform_host.data
     public_key = _first_line(platform_host, f"{data.platform_key_path}.pub")
     if not public_key:
         raise OperationError(f"{platform_host.name} has no {data.platform_key_path}.pub; the platform key step "
                              "must run first")
-    key = " ".join(public_key.split()[:2])
-    yield from ops.authorized_key._inner(path=ROOT_AUTHORIZED_KEYS, public_key=key,
-                                         options=f'from="{data.private_ip}"', comment=data.platform_key_comment)
-    yield from dokku.ssh_key._inner(key_name=data.platform_dokku_key_name, public_key=key)
+    return " ".join(public_key.split()[:2])
 
 
-@deploy("Keys: authorize the platform key")
-def authorize_platform_key():
-    """Call for every host (see the module's docstring); only Dokku hosts change."""
+@deploy("Keys: root's authorized_keys")
+def root_access():
+    """Call for every host (see the module's docstring)."""
     platform_host = _platform_host()
-    if platform_host is None:
-        return
-    if "dokku" in host.groups:
+    if platform_host is not None and "dokku" in host.groups:
         snapshot.ask(on=platform_host, contents=[f"{platform_host.data.platform_key_path}.pub"])
-        snapshot.ask(contents=[ROOT_AUTHORIZED_KEYS], dokku=True)
-    platform_key_authorized(name="Authorize the platform key (root from the platform's private IP, Dokku's "
-                                 "ssh-keys)", platform_host=platform_host)
+        snapshot.ask(dokku=True)
+    root_authorized_keys(name="root's authorized_keys: exactly the admin keys (and on Dokku hosts the platform key "
+                              "from its private IP, also in Dokku's ssh-keys)",
+                         admin_keys=host.data.admin_public_keys, platform_host=platform_host)

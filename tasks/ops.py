@@ -177,21 +177,6 @@ def absent(path: str):
     yield f"rm -f {_q(path)}"
 
 
-@snapshot_operation(lambda path, **_: {"contents": [path]})
-def authorized_key(path: str, public_key: str, options: str = "", comment: str = ""):
-    """`options public_key comment` is the only line of the authorized_keys file `path` holding this key: added,
-    or put in place of lines with other options or comments. Other keys are kept; the file keeps its owner."""
-    body = public_key.split()[1]
-    line = " ".join(part for part in (options, public_key, comment) if part)
-    current = snapshot.read()["contents"].get(path, [])
-    if [entry for entry in current if body in entry.split()] == [line]:
-        host.noop(f"{path} holds the key once")
-        return
-    yield (f"install -d -m 700 {_q(path.rsplit('/', 1)[0])} && touch {_q(path)} && chmod 600 {_q(path)} && "
-           f"keep=$(grep -vF {_q(body)} {_q(path)}); {{ [ -z \"$keep\" ] || printf '%s\\n' \"$keep\"; "
-           f"printf '%s\\n' {_q(line)}; }} > {_q(path)}")
-
-
 @snapshot_operation(lambda dest, **_: {"files": [dest]})
 def download(url: str, dest: str, mode: str = "644"):
     """Fetch url to dest once (when dest is missing)."""
@@ -404,5 +389,5 @@ def user(user: str, groups: list[str], public_keys: list[str], shell: str = "/bi
                         f"> {_q(home + '/.ssh/authorized_keys')} && chown {_q(user)}: {_q(home + '/.ssh/authorized_keys')} "
                         f"&& chmod 600 {_q(home + '/.ssh/authorized_keys')}")
     if not commands:
-        host.noop(f"{user} is in {', '.join(groups)} with {len(public_keys)} key(s)")
+        host.noop(f"{user} is in {', '.join(groups) or 'no supplementary group'} with {len(public_keys)} key(s)")
     yield from commands

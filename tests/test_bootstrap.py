@@ -13,6 +13,7 @@ from hcloud.images.domain import Image
 from hcloud.server_types.domain import ServerType
 from hcloud.zones.domain import ZoneRecord
 
+from cloud.desired import fingerprint
 from cloud.probe import answers_ssh
 from tests.fakecloud import FakeCloud
 from tests.fakecloud.harness import Harness, RecordingHooks, write_public_key
@@ -55,7 +56,7 @@ def test_plan_on_an_empty_project_lists_every_resource_and_changes_nothing(h):
     assert result.code == 2, result.err
     assert result.mutations == []
     created = "\n".join(rows(result.out, "create"))
-    for name in ("mindroom-production-admin", "mindroom-production-dokku-provisioner", "mindroom-production-network",
+    for name in ("mindroom-production-admin", "mindroom-production-network",
                  "mindroom-production-dokku ", "mindroom-production-platform ", "mindroom-production-dokku-spread",
                  DOKKU1, PLATFORM, f"{DOKKU1}-data", f"{PLATFORM}-data", "attach to network at 10.0.1.10",
                  "attach to network at 10.0.1.20"):
@@ -93,8 +94,11 @@ def test_apply_creates_what_the_spec_asks(applied, hooks):
     group = h.by_name("placement_groups", "mindroom-production-dokku-spread")
     assert group["type"] == "spread" and group["servers"] == [servers[DOKKU1]["id"]]
     assert servers[PLATFORM]["placement_group"] is None
+    # Hetzner puts a server's creation keys into root's authorized_keys: the admin key only, never the
+    # provisioner's (it may run dokku only, see tasks/keys.py)
     keys = {call[1][1]: call[1][3] for call in hooks.named("server_created")}
-    assert sorted(keys[DOKKU1]) == sorted([h.admin_key, h.provisioner_key]) and keys[PLATFORM] == [h.admin_key]
+    assert keys == {DOKKU1: [h.admin_key], PLATFORM: [h.admin_key]}
+    assert h.names("ssh_keys") == ["mindroom-production-admin"]
     assert all("create_server" in call[2] for call in hooks.named("server_created")), "hook ran while action ran"
 
 
@@ -276,7 +280,7 @@ def test_an_admin_key_already_in_the_project_is_adopted_not_duplicated(h):
     plan = h.run("plan")
     assert "adopted" in plan.out and "create  ssh key          mindroom-production-admin" not in plan.out
     assert h.run("apply", "--yes").code == 0
-    assert h.names("ssh_keys") == ["alice@laptop", "mindroom-production-dokku-provisioner"]
+    assert h.names("ssh_keys") == ["alice@laptop"]
     assert h.by_name("ssh_keys", "alice@laptop")["labels"] == {}
     assert h.run("destroy", "--yes").code == 0
     assert [k["id"] for k in h.fake.resources("ssh_keys")] == [mine.id]
@@ -359,14 +363,73 @@ def test_without_a_zone_output_lists_the_records_to_create(applied):
     assert not any("/zones/" in r["path"] for r in result.requests if r["method"] != "GET")
 
 
-def test_a_changed_key_file_replaces_our_key_of_that_name(applied):
+def _key_requests(result) -> list[tuple[str, str]]:
+    return [(r["method"], r["path"].split("/")[1]) for r in result.mutations]
+
+
+def test_admin_key_rotation_adds_the_new_key_then_promotes_it_and_never_touches_a_server(applied, hooks):
+    """README "Rotating the admin key": the new key is added as an extra admin key (a Hetzner key of its own,
+    given to servers created from then on), then promoted; the old one goes. No server is changed either time:
+    Hetzner uses keys only at creation, and root's authorized_keys is the deploy's."""
+    h = applied
+    new_key = write_public_key(h.tmp_path / "new.pub", "new-laptop")
+    extra = {"SSH_EXTRA_PUBLIC_KEY_PATHS": str(h.tmp_path / "new.pub")}
+    extra_name = f"mindroom-production-admin-{fingerprint(new_key).replace(':', '')[:8]}"
+    plan = h.run("plan", **extra)
+    assert plan.code == 2 and rows(plan.out, "delete") == [] and rows(plan.out, "warning") == []
+    [created] = rows(plan.out, "create")
+    assert created.split()[:3] == ["create", "ssh", "key"] and extra_name in created
+    assert "SSH_EXTRA_PUBLIC_KEY_PATHS" in created and "existing ones get it from the deploy" in created
+    added = h.run("apply", "--yes", DOKKU_SERVERS="2", **extra)  # a server created now gets both keys
+    assert added.code == 0, added.err
+    assert h.names("ssh_keys") == ["mindroom-production-admin", extra_name]
+    new_id = h.by_name("ssh_keys", extra_name)["id"]
+    created_keys = {call[1][1]: call[1][3] for call in hooks.named("server_created")}
+    assert created_keys["mindroom-production-dokku-2"] == [h.admin_key, new_key]
+    assert h.run("plan", DOKKU_SERVERS="2", **extra).code == 0
+
+    promoted = {"SSH_PUBLIC_KEY_PATH": str(h.tmp_path / "new.pub"), "DOKKU_SERVERS": "2"}
+    plan = h.run("plan", **promoted)
+    assert plan.code == 2 and rows(plan.out, "create") == [] and rows(plan.out, "warning") == []
+    [deleted] = rows(plan.out, "delete")
+    assert "mindroom-production-admin " in deleted and fingerprint(h.admin_key) in deleted
+    [renamed] = rows(plan.out, "update")
+    assert extra_name in renamed and "rename to mindroom-production-admin (SSH_PUBLIC_KEY_PATH)" in renamed
+    done = h.run("apply", "--yes", **promoted)
+    assert done.code == 0, done.err
+    assert _key_requests(done) == [("DELETE", "ssh_keys"), ("PUT", "ssh_keys")]
+    key = h.by_name("ssh_keys", "mindroom-production-admin")
+    assert (key["id"], key["public_key"]) == (new_id, new_key) and len(h.fake.resources("ssh_keys")) == 1
+    assert h.run("plan", **promoted).code == 0
+
+
+def test_swapping_the_admin_key_with_an_extra_one_renames_both(applied):
+    h = applied
+    new_key = write_public_key(h.tmp_path / "new.pub", "new-laptop")
+    assert h.run("apply", "--yes", SSH_EXTRA_PUBLIC_KEY_PATHS=str(h.tmp_path / "new.pub")).code == 0
+    ids = {key["public_key"]: key["id"] for key in h.fake.resources("ssh_keys")}
+    swapped = {"SSH_PUBLIC_KEY_PATH": str(h.tmp_path / "new.pub"),
+               "SSH_EXTRA_PUBLIC_KEY_PATHS": str(h.tmp_path / "admin.pub")}
+    done = h.run("apply", "--yes", **swapped)
+    assert done.code == 0, done.err
+    assert _key_requests(done) == [("PUT", "ssh_keys"), ("PUT", "ssh_keys")]
+    assert {key["public_key"]: key["id"] for key in h.fake.resources("ssh_keys")} == ids
+    assert h.by_name("ssh_keys", "mindroom-production-admin")["public_key"] == new_key
+    assert h.run("plan", **swapped).code == 0
+
+
+def test_switching_the_admin_key_in_one_step_replaces_the_key_and_warns(applied):
     h = applied
     new_key = write_public_key(h.tmp_path / "admin.pub", "new-laptop")
     plan = h.run("plan")
-    assert plan.code == 2 and any("SSH_PUBLIC_KEY_PATH now names another key" in row for row in rows(plan.out, "delete"))
-    assert h.run("apply", "--yes").code == 0
+    assert plan.code == 2
+    assert any("mindroom-production-admin" in row for row in rows(plan.out, "delete"))
+    [warning] = rows(plan.out, "warning")
+    assert "the 2 existing servers were not created with it" in warning and "README: rotating the admin key" in warning
+    done = h.run("apply", "--yes")
+    assert done.code == 0 and _key_requests(done) == [("DELETE", "ssh_keys"), ("POST", "ssh_keys")]
     assert h.by_name("ssh_keys", "mindroom-production-admin")["public_key"] == new_key
-    assert len(h.fake.resources("ssh_keys")) == 2 and len(h.fake.resources("servers")) == 2
+    assert len(h.fake.resources("ssh_keys")) == 1 and len(h.fake.resources("servers")) == 2
     assert h.run("plan").code == 0
 
 
@@ -555,3 +618,16 @@ def test_the_ssh_probe_says_no_when_the_port_is_closed():
     with socket.socket() as bound_not_listening:
         bound_not_listening.bind(("127.0.0.1", 0))
         assert answers_ssh("127.0.0.1", bound_not_listening.getsockname()[1], timeout=2) is False
+def test_an_older_bootstraps_provisioner_key_is_deleted_from_the_project(applied):
+    """Older versions made the provisioner key a creation key of the Dokku servers (so root's): it is no Hetzner
+    key any more. Its server keeps it until the deploy rewrites root's authorized_keys (tasks/keys.py)."""
+    h = applied
+    labels = {"managed-by": "mindroom-infra", "project": "mindroom", "environment": "production"}
+    h.client().ssh_keys.create(name="mindroom-production-dokku-provisioner", public_key=h.provisioner_key,
+                               labels=labels)
+    plan = h.run("plan")
+    [deleted] = rows(plan.out, "delete")
+    assert "mindroom-production-dokku-provisioner" in deleted and "is not an admin key" in deleted
+    done = h.run("apply", "--yes")
+    assert done.code == 0 and _key_requests(done) == [("DELETE", "ssh_keys")]
+    assert h.names("ssh_keys") == ["mindroom-production-admin"]

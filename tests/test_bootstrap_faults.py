@@ -21,7 +21,7 @@ EXPECTED = {
     "networks": ["mindroom-production-network"],
     "firewalls": ["mindroom-production-dokku", "mindroom-production-platform"],
     "placement_groups": ["mindroom-production-dokku-spread"],
-    "ssh_keys": ["mindroom-production-admin", "mindroom-production-dokku-provisioner"],
+    "ssh_keys": ["mindroom-production-admin"],
 }
 
 
@@ -189,8 +189,10 @@ BAD_INPUT = [
     ({"DOMAIN": "not a domain"}, "DOMAIN='not a domain' is invalid", False),
     ({"SSH_PUBLIC_KEY_PATH": "/nonexistent/id.pub"}, "SSH_PUBLIC_KEY_PATH='/nonexistent/id.pub' does not exist", False),
     ({"SSH_PUBLIC_KEY_PATH": "PRIVATE"}, "is not an OpenSSH public key", False),
-    ({"DOKKU_PROVISIONER_KEY_PATH": "/nonexistent/p.pub"}, "DOKKU_PROVISIONER_KEY_PATH=", False),
-    ({"DOKKU_PROVISIONER_KEY_PATH": "ADMIN"}, "DOKKU_PROVISIONER_KEY_PATH must be another key", False),
+    ({"SSH_EXTRA_PUBLIC_KEY_PATHS": "/nonexistent/new.pub"}, "SSH_EXTRA_PUBLIC_KEY_PATHS='/nonexistent/new.pub' does "
+     "not exist", False),
+    ({"SSH_EXTRA_PUBLIC_KEY_PATHS": "PRIVATE"}, "SSH_EXTRA_PUBLIC_KEY_PATHS=", False),
+    ({"SSH_EXTRA_PUBLIC_KEY_PATHS": "ADMIN"}, "the same key as SSH_PUBLIC_KEY_PATH; list each admin key once", False),
     ({"DOKKU_SERVER_TYPE": "cpx99"}, "DOKKU_SERVER_TYPE='cpx99' is not a Hetzner server type; available: cax11", True),
     ({"PLATFORM_SERVER_TYPE": "big"}, "PLATFORM_SERVER_TYPE='big' is not a Hetzner server type", True),
     ({"SERVER_IMAGE": "windows-11"}, "SERVER_IMAGE='windows-11' is not a Hetzner system image", True),

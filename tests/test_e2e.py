@@ -52,10 +52,15 @@ def _hosts() -> list[dict]:
     return [{**server, "ssh_key": str(settings.ssh_private_key_path)} for server in servers]
 
 
-def _ssh(host: dict, command: str) -> list[str]:
-    return ["ssh", "-i", host["ssh_key"], "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10",
-            f"root@{host['ipv4']}", command]
+def _ssh(host: dict, command: str, user: str = "root", key: str = "") -> list[str]:
+    return ["ssh", "-i", key or host["ssh_key"], "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+            "-o", "ConnectTimeout=10", f"{user}@{host['ipv4']}", command]
+
+
+def _refused(ssh: list[str]) -> list[str]:
+    """Succeeds only when sshd refuses the key (not when the host is merely unreachable)."""
+    return ["sh", "-c", f"{shlex.join(ssh)} 2>&1 | grep -q 'Permission denied (publickey'"]
 
 
 def _write_markers(runner: steps.Runner, token: str) -> None:
@@ -156,6 +161,49 @@ def _check_reboot_roll(output: str) -> None:
         raise steps.StepFailed(f"the roll should reboot {', '.join(order)} one after another:\n{output}")
 
 
+def _rotate_admin_key(runner: steps.Runner, capsys, workdir: Path) -> None:
+    """README "Rotating the admin key", on hosts as an older version left them (the provisioner key in root's
+    authorized_keys, given at creation; dokku-deploy in groups docker and sudo): the new key is added as an extra
+    admin key and deployed while the old one logs in, then promoted; the old key is refused from then on. The
+    provisioner key runs dokku as dokku-deploy (sudo) and as Dokku's user, and is never root's."""
+    settings = _settings()
+    provisioner = str(settings.dokku_provisioner_key_path)[:-len(".pub")]
+    old = str(settings.ssh_private_key_path)
+    new = workdir / "new_admin_ed25519"
+    runner.run("make the new admin key", ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "new-admin",
+                                          "-f", str(new)])
+    hosts = _hosts()
+    dokku_hosts = [host for host in hosts if host["role"] == "dokku"]
+    provisioner_key = shlex.quote(settings.dokku_provisioner_key_path.read_text().strip())
+    for host in dokku_hosts:
+        runner.run(f"make {host['name']} look older", _ssh(
+            host, f"echo {provisioner_key} >> /root/.ssh/authorized_keys && usermod -aG docker,sudo dokku-deploy"))
+    extra = {"SSH_EXTRA_PUBLIC_KEY_PATHS": f"{new}.pub"}
+    added = runner.run("bootstrap apply: add the new admin key", steps.apply(), settings=extra)
+    if "create  ssh key" not in added or "-admin-" not in added:
+        raise steps.StepFailed(f"apply did not create the extra admin key:\n{added}")
+    runner.run("deploy the new admin key (logged in with the old one)", steps.deploy(), settings=extra)
+    for host in hosts:
+        runner.run(f"{host['name']}: the new key logs in", _ssh(host, "true", key=str(new)))
+    for host in dokku_hosts:
+        runner.run(f"{host['name']}: the provisioner key is not root's", _refused(_ssh(host, "true", key=provisioner)))
+        runner.run(f"{host['name']}: the provisioner key runs sudo dokku, nothing else, in no group", _ssh(
+            host, 'sudo -n /usr/bin/dokku version && ! sudo -n /bin/true && test "$(id -Gn)" = dokku-deploy',
+            user="dokku-deploy", key=provisioner))
+        runner.run(f"{host['name']}: the provisioner key drives Dokku", _ssh(host, "version", user="dokku",
+                                                                           key=provisioner))
+    promoted = {"SSH_PUBLIC_KEY_PATH": f"{new}.pub", "SSH_PRIVATE_KEY_PATH": str(new)}
+    swapped = runner.run("bootstrap apply: promote the new admin key", steps.apply(), settings=promoted)
+    if "rename to" not in swapped or "delete  ssh key" not in swapped:
+        raise steps.StepFailed(f"apply did not swap the admin keys:\n{swapped}")
+    runner.run("deploy with the new admin key only", steps.deploy(), settings=promoted)
+    for host in hosts:
+        runner.run(f"{host['name']}: the old key is refused", _refused(_ssh(host, "true", key=old)))
+    _host_tests(runner, capsys, "of the keys and dokku-deploy after the rotation", "tests/hosts/test_keys.py",
+                "tests/hosts/test_dokku.py::test_deploy_user",
+                "tests/hosts/test_dokku.py::test_deploy_user_sudo_lists_dokku_only", settings=promoted)
+
+
 def _check_certificate_issued(deploy_output: str) -> None:
     """The first deploy gets the certificate: Pebble, DNS and nginx are all there, so TLS must not be pending."""
     pending = [line for line in deploy_output.splitlines() if "TLS PENDING" in line]
@@ -179,11 +227,11 @@ def _check_no_secret_in_logs(runner: steps.Runner) -> None:
         raise steps.StepFailed(f"secret values (by index) appear in step logs: {leaks}")
 
 
-def _host_tests(runner: steps.Runner, capsys, when: str) -> None:
+def _host_tests(runner: steps.Runner, capsys, when: str, *paths: str, settings: dict | None = None) -> None:
     """The host tests, each named with its result in the gate's own output (CI shows it), not only in a log."""
     with capsys.disabled():
         print(f"\n----- host tests {when} -----", flush=True)
-        runner.run(f"host tests {when}", steps.host_tests(verbose=True), echo=True)
+        runner.run(f"host tests {when}", steps.host_tests(*paths, verbose=True), echo=True, settings=settings)
 
 
 # Bound for an alert to reach the webhook receiver: with the testbed's timings (tests/testbed/webhook.py TIMINGS)
@@ -247,6 +295,7 @@ def test_platform_end_to_end(tmp_path_factory, capsys):
         _host_tests(runner, capsys, "after the reboot")
         if "No host needs a reboot." not in runner.run("no host needs a reboot any more", steps.reboot_roll()):
             raise steps.StepFailed("after the roll a host still has /run/reboot-required")
+        _rotate_admin_key(runner, capsys, tmp_path_factory.mktemp("rotation"))
         runner.run("bootstrap destroy", steps.destroy())
         _check_no_secret_in_logs(runner)
     except steps.StepFailed as error:

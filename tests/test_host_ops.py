@@ -25,11 +25,12 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 OPERATIONS = {"dokku.ssh_key": dokku.ssh_key, "dokku.global_settings": dokku.global_settings,
               "platform.compose_up": platform.compose_up, "keys.ed25519_key": keys.ed25519_key,
+              "keys.root_authorized_keys": keys.root_authorized_keys,
               "tls.certificate": tls.certificate,
               **{f"ops.{name}": getattr(ops, name) for name in (
                   "apt_upgrade_once", "packages", "template", "download", "services", "ufw_firewall", "swap_file",
                   "sysctl_live", "identity", "volume_filesystem", "move_onto", "user", "directory", "put",
-                  "secret_file", "absent", "authorized_key")}}
+                  "secret_file", "absent")}}
 
 
 def _cases(folder):
@@ -142,29 +143,61 @@ class PlatformHost(FakeHost):
                            platform_key_comment="mindroom-testbed-platform", platform_dokku_key_name="platform")
 
 
-def test_platform_key_authorized_on_a_dokku_host(monkeypatch):
+ADMIN_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGdHkUoG9wUMMKKFD8tJB4Q0e6lqlUIUu6YmZuGSPVZp admin@laptop"
+PROVISIONER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKQ8B3zyGWmdV8N1Vu8y1pUsS0xR/kbZ5i3JbFp5Tw0q provisioner"
+
+
+def _root_keys(monkeypatch, groups: list[str], snap: dict, platform_host) -> tuple[list[str], str]:
+    """root_authorized_keys' commands on a host in groups, and the content it uploads."""
+    monkeypatch.setattr(snapshot, "read", lambda **_: snap)
+    target = FakeHost()
+    target.groups = groups
+    with ctx_host.use(target), ctx_state.use(SimpleNamespace(cwd=str(ROOT), config=SimpleNamespace(DIFF=False))):
+        commands = list(keys.root_authorized_keys._inner(admin_keys=[ADMIN_KEY], platform_host=platform_host))
+    [upload] = [c for c in commands if isinstance(c, FileUploadCommand)]
+    return [str(c) for c in commands if c is not upload], upload.src.getvalue().decode()
+
+
+def test_root_authorized_keys_on_a_dokku_host_are_the_admin_and_platform_keys_only(monkeypatch):
+    """What Hetzner put there at creation (an older bootstrap gave Dokku servers the provisioner key too) and
+    any key added by hand go; the platform's key comes from the platform's private IP only."""
     key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGdHkUoG9wUMMKKFD8tJB4Q0e6lqlUIUu6YmZuGSPVZp"
-    snap = _merge(_empty(), {"contents": {"/opt/platform/dokku-ssh-key.pub": [f"{key} mindroom-testbed-platform"],
-                                          keys.ROOT_AUTHORIZED_KEYS: ["ssh-ed25519 AAAAadmin admin"]},
+    snap = _merge(_empty(), {"contents": {"/opt/platform/dokku-ssh-key.pub": [f"{key} mindroom-testbed-platform"]},
+                             "files": {keys.ROOT_AUTHORIZED_KEYS: {"type": "file", "mode": "600", "user": "root",
+                                                                   "group": "root", "sha1": "admin+provisioner"}},
                              "dokku": {"ssh_keys": {}}})
-    monkeypatch.setattr(snapshot, "read", lambda **_: snap)
-    dokku_host = FakeHost()
-    dokku_host.groups = ["dokku"]
-    authorize, add = _run(keys.platform_key_authorized, snap, dokku_host, platform_host=PlatformHost())
-    assert f"'from=\"10.0.1.1\" {key} mindroom-testbed-platform'" in authorize
-    assert add == f"echo {key!r} | dokku ssh-keys:add platform".replace('"', "'")
+    commands, content = _root_keys(monkeypatch, ["dokku"], snap, PlatformHost())
+    assert content == f'{ADMIN_KEY}\nfrom="10.0.1.1" {key} mindroom-testbed-platform\n'
+    assert PROVISIONER_KEY.split()[1] not in content
+    assert '-eq 2; then rm -f /root/.ssh/authorized_keys.candidate' in commands[1]
+    assert commands[2] == "mv -f /root/.ssh/authorized_keys.candidate /root/.ssh/authorized_keys"
+    assert commands[3] == f"echo {key!r} | dokku ssh-keys:add platform".replace('"', "'")
 
 
-def test_platform_key_authorized_is_a_noop_elsewhere_and_fails_without_the_key(monkeypatch):
-    snap = _empty()
-    monkeypatch.setattr(snapshot, "read", lambda **_: snap)
+def test_root_authorized_keys_on_the_platform_are_the_admin_keys_and_need_no_platform_key(monkeypatch):
     platform_host = PlatformHost()
     platform_host.groups = ["platform"]
-    assert _run(keys.platform_key_authorized, snap, platform_host, platform_host=platform_host) == []
-    dokku_host = FakeHost()
-    dokku_host.groups = ["dokku"]
+    commands, content = _root_keys(monkeypatch, ["platform"], _empty(), platform_host)
+    assert content == f"{ADMIN_KEY}\n" and not any("dokku" in command for command in commands)
+
+
+def test_root_authorized_keys_on_a_dokku_host_fail_without_the_platform_key(monkeypatch):
     with pytest.raises(Exception, match="platform key step must run first"):
-        _run(keys.platform_key_authorized, snap, dokku_host, platform_host=platform_host)
+        _root_keys(monkeypatch, ["dokku"], _empty(), PlatformHost())
+
+
+def test_the_candidate_is_live_only_when_every_line_parses_as_a_key(monkeypatch, tmp_path):
+    """The check of the candidate file (ssh-keygen -l lists as many keys as it has lines) run for real."""
+    platform_host = PlatformHost()
+    platform_host.groups = ["platform"]
+    check = _root_keys(monkeypatch, ["platform"], _empty(), platform_host)[0][1]  # one admin key: one line
+    for content, passes in ((f"{ADMIN_KEY}\n", True), ("not a key\n", False), (f"{ADMIN_KEY[:40]}\n", False)):
+        candidate = tmp_path / "authorized_keys.candidate"
+        candidate.write_text(content)
+        done = subprocess.run(["sh", "-c", check.replace(keys.ROOT_AUTHORIZED_KEYS + ".candidate", str(candidate))],
+                              capture_output=True)
+        assert (done.returncode == 0) == passes, content
+        assert candidate.exists() == passes, "a failed candidate is removed"
 
 
 def test_known_hosts_lists_each_dokku_host_key_by_private_ip(monkeypatch):

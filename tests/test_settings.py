@@ -1,5 +1,7 @@
 """The settings module: defaults, derived names, and one-line errors for bad input."""
 
+import subprocess
+
 import pytest
 
 from settings import SettingsError, load_settings, read_public_key
@@ -84,3 +86,56 @@ def test_public_key_validation(tmp_path, private_key_file):
         read_public_key(private_key_file, "SSH_PUBLIC_KEY_PATH")
     with pytest.raises(SettingsError, match="does not exist"):
         read_public_key(tmp_path / "nope.pub", "SSH_PUBLIC_KEY_PATH")
+
+
+def _keypair(path, passphrase: str = ""):
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", passphrase, "-C", path.name, "-f", str(path)], check=True)
+    return (path.parent / f"{path.name}.pub").read_text().strip()
+
+
+def test_admin_keys_are_the_key_then_the_extra_ones_each_once(tmp_path):
+    old, new = _keypair(tmp_path / "old"), _keypair(tmp_path / "new")
+    settings = load(tmp_path, SSH_PUBLIC_KEY_PATH="old.pub", SSH_EXTRA_PUBLIC_KEY_PATHS=" new.pub , ")
+    assert settings.admin_public_keys() == [("SSH_PUBLIC_KEY_PATH", old), ("SSH_EXTRA_PUBLIC_KEY_PATHS", new)]
+    assert settings.connecting_public_key() == old  # SSH_PRIVATE_KEY_PATH defaults to the key's private half
+    twice = load(tmp_path, SSH_PUBLIC_KEY_PATH="old.pub", SSH_EXTRA_PUBLIC_KEY_PATHS="new.pub,old.pub")
+    with pytest.raises(SettingsError, match="SSH_EXTRA_PUBLIC_KEY_PATHS lists .*old.pub', the same key as "
+                                            "SSH_PUBLIC_KEY_PATH; list each admin key once"):
+        twice.admin_public_keys()
+
+
+def test_the_key_the_deploy_logs_in_with_must_stay_an_admin_key(tmp_path):
+    """root's authorized_keys holds exactly the admin keys: a deploy whose own key is not among them would
+    lock itself out, so the settings refuse it (the rotation keeps the old key as an extra one meanwhile)."""
+    _keypair(tmp_path / "old"), _keypair(tmp_path / "new")
+    switched_too_early = load(tmp_path, SSH_PUBLIC_KEY_PATH="new.pub", SSH_PRIVATE_KEY_PATH="old")
+    with pytest.raises(SettingsError, match=r"^SSH_PRIVATE_KEY_PATH=.*old' is not one of the admin keys .*lock itself "
+                                            r"out; list it in SSH_EXTRA_PUBLIC_KEY_PATHS"):
+        switched_too_early.connecting_public_key()
+    kept = load(tmp_path, SSH_PUBLIC_KEY_PATH="new.pub", SSH_PRIVATE_KEY_PATH="old", SSH_EXTRA_PUBLIC_KEY_PATHS="old.pub")
+    assert kept.connecting_public_key().split()[1] == (tmp_path / "old.pub").read_text().split()[1]
+
+
+def test_the_login_key_is_read_from_the_private_key_when_its_pub_file_is_gone(tmp_path):
+    """An OpenSSH private key carries its public key in a header that is never encrypted (openssh-portable
+    PROTOCOL.key), so an encrypted key needs no passphrase for it."""
+    public = _keypair(tmp_path / "admin", passphrase="correct horse")
+    (tmp_path / "admin.pub").rename(tmp_path / "listed.pub")
+    settings = load(tmp_path, SSH_PUBLIC_KEY_PATH="listed.pub", SSH_PRIVATE_KEY_PATH="admin")
+    assert settings.connecting_public_key() == " ".join(public.split()[:2])
+    (tmp_path / "pem").write_text("-----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----\n")
+    for path, message in (("pem", "is not an OpenSSH private key whose public key can be read; put its public half "
+                                  "beside it: ssh-keygen -y -f"), ("missing", "cannot be read and there is no")):
+        with pytest.raises(SettingsError, match=f"^SSH_PRIVATE_KEY_PATH=.*{path}' {message}"):
+            load(tmp_path, SSH_PUBLIC_KEY_PATH="listed.pub", SSH_PRIVATE_KEY_PATH=path).connecting_public_key()
+
+
+def test_the_provisioner_key_is_never_an_admin_key(tmp_path):
+    _keypair(tmp_path / "admin"), _keypair(tmp_path / "extra"), _keypair(tmp_path / "provisioner")
+    settings = load(tmp_path, SSH_PUBLIC_KEY_PATH="admin.pub", SSH_EXTRA_PUBLIC_KEY_PATHS="extra.pub",
+                    DOKKU_PROVISIONER_KEY_PATH="provisioner.pub")
+    assert settings.provisioner_public_key().endswith(" provisioner")
+    for admin in ("admin.pub", "extra.pub"):
+        with pytest.raises(SettingsError, match="DOKKU_PROVISIONER_KEY_PATH must be another key than SSH_"):
+            load(tmp_path, SSH_PUBLIC_KEY_PATH="admin.pub", SSH_EXTRA_PUBLIC_KEY_PATHS="extra.pub",
+                 DOKKU_PROVISIONER_KEY_PATH=admin).provisioner_public_key()

@@ -87,21 +87,24 @@ def test_provisioner_ssh_key_by_fingerprint(host):
 
 
 def test_deploy_user(host):
+    """dokku-deploy is in no supplementary group: docker is root (mount / into a container), sudo's %sudo rule
+    allows everything. Its one key is the provisioner's; it has no password."""
     user = host.user(USER)
     assert user.exists
-    assert {"docker", "sudo"} <= set(user.groups)
-    keys = host.file(f"{user.home}/.ssh/authorized_keys").content_string
-    assert DATA["provisioner_public_key"].split()[1] in keys
+    assert user.groups == [USER]
+    assert host.file(f"{user.home}/.ssh/authorized_keys").content_string.splitlines() == [DATA["provisioner_public_key"]]
     assert host.check_output(f"passwd -S {USER}").split()[1] in ("L", "NP") or \
         host.check_output(f"getent shadow {USER}").split(":")[1] in ("!", "*", "!*")
 
 
-def test_deploy_user_sudo_only_dokku(host):
+def test_deploy_user_sudo_lists_dokku_only(host):
     listing = host.check_output(f"sudo -l -U {USER}")
-    assert "NOPASSWD: /usr/bin/dokku" in listing
+    allowed = listing.partition(f"User {USER} may run the following commands on")[2].splitlines()[1:]
+    assert [line.strip() for line in allowed if line.strip()] == ["(root) NOPASSWD: /usr/bin/dokku"], listing
     assert host.run(f"sudo -u {USER} sudo -n /usr/bin/dokku version").rc == 0
-    for command in ("/bin/true", "/bin/bash -c id"):
+    for command in ("/bin/true", "/bin/bash -c id", "/usr/bin/docker ps"):
         assert host.run(f"sudo -u {USER} sudo -n {command}").rc != 0, f"{USER} may run {command} via sudo"
+    assert host.run(f"sudo -u {USER} docker ps").rc != 0, f"{USER} reaches the Docker daemon (that is root)"
 
 
 def test_sudoers_file(host):

@@ -1,5 +1,6 @@
-"""tasks/keys.py: the platform's key, authorized for root and in Dokku's ssh-keys on every Dokku host, usable
-from the platform host over the private network with strict host key checking."""
+"""tasks/keys.py: root's authorized_keys on every host is exactly the admin keys (on Dokku hosts also the
+platform's key, from the platform's private IP only), never the provisioner's key; the platform's key is in
+Dokku's ssh-keys and usable from the platform host over the private network with strict host key checking."""
 
 import pytest
 import testinfra
@@ -10,6 +11,9 @@ from tests.hosts.roles import group_data
 testinfra_hosts = live.hosts("dokku")
 DATA = group_data("platform")
 KEY = DATA["platform_key_path"]
+ADMIN_KEYS = DATA["admin_public_keys"]
+PROVISIONER_KEY = group_data("dokku")["provisioner_public_key"]
+ROOT_KEYS = "/root/.ssh/authorized_keys"
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +32,21 @@ def test_platform_key_files(platform):
     assert platform.file(f"{KEY}.pub").content_string.startswith("ssh-ed25519 ")
 
 
-def test_authorized_for_root_from_the_platform_only(host, public_key):
+def _root_keys(host) -> list[str]:
+    keys = host.file(ROOT_KEYS)
+    assert (keys.user, keys.group, keys.mode) == ("root", "root", 0o600)
+    lines = keys.content_string.splitlines()
+    assert not any(PROVISIONER_KEY.split()[1] in line for line in lines), "the provisioner key is root's"
+    return lines
+
+
+def test_root_keys_are_the_admin_keys_and_the_platform_key_from_the_platform_only(host, public_key):
     platform_ip = live.groups["platform"][0][1]["private_ip"]
-    lines = [line for line in host.file("/root/.ssh/authorized_keys").content_string.splitlines() if public_key in line]
-    assert lines == [f'from="{platform_ip}" {public_key} {DATA["platform_key_comment"]}']
+    assert _root_keys(host) == [*ADMIN_KEYS, f'from="{platform_ip}" {public_key} {DATA["platform_key_comment"]}']
+
+
+def test_platform_root_keys_are_the_admin_keys(platform):
+    assert _root_keys(platform) == ADMIN_KEYS
 
 
 def test_in_dokku_ssh_keys(host, public_key):

@@ -42,9 +42,10 @@ def reboot_roll() -> list[str]:
     return [sys.executable, "maintain.py", "reboot", "--only-if-required"]
 
 
-def host_tests(verbose: bool = False) -> list[str]:
-    """The testinfra suite against the lab; `verbose` names every test with its result."""
-    return [sys.executable, "-m", "pytest", "-v" if verbose else "-q", "-p", "no:cacheprovider", "tests/hosts"]
+def host_tests(*paths: str, verbose: bool = False) -> list[str]:
+    """The testinfra suite (or some of its files) against the lab; `verbose` names every test with its result."""
+    return [sys.executable, "-m", "pytest", "-v" if verbose else "-q", "-p", "no:cacheprovider",
+            *(paths or ["tests/hosts"])]
 
 
 class Runner:
@@ -59,32 +60,34 @@ class Runner:
         log_dir.mkdir(parents=True, exist_ok=True)
 
     def run(self, name: str, argv: list[str], timeout: float = 900, cwd: Path = layout.REPO_ROOT,
-            with_stderr: bool = False, echo: bool = False, expect_failure: bool = False) -> str:
+            with_stderr: bool = False, echo: bool = False, expect_failure: bool = False,
+            settings: dict[str, str] | None = None) -> str:
         """Run one step in cwd; return its stdout (stderr goes to the log too, and into the returned text
         with_stderr). With `echo`, every line is also printed as it comes (stdout and stderr together).
+        `settings` override the lab's (the environment wins over ENV_FILE).
         Raise StepFailed when it fails (or, expect_failure, when it succeeds)."""
-        return self.start(name, argv, cwd, with_stderr, echo).finish(timeout, expect_failure)
+        return self.start(name, argv, cwd, with_stderr, echo, settings).finish(timeout, expect_failure)
 
     def start(self, name: str, argv: list[str], cwd: Path = layout.REPO_ROOT, with_stderr: bool = False,
-              echo: bool = False) -> Step:
+              echo: bool = False, settings: dict[str, str] | None = None) -> Step:
         """Start a step in the background; Step.finish() waits for it."""
         self.count += 1
         log = self.log_dir / f"{self.count:02d}-{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}.log"
-        return Step(self, name, argv, log, cwd, with_stderr, echo)
+        return Step(self, name, argv, log, cwd, with_stderr, echo, {**self.env, **(settings or {})})
 
 
 class Step:
     """One running step of a Runner, its output going to its log."""
 
     def __init__(self, runner: Runner, name: str, argv: list[str], log: Path, cwd: Path, with_stderr: bool,
-                 echo: bool):
+                 echo: bool, env: dict[str, str]):
         self.runner, self.name, self.log, self.echo = runner, name, log, echo
         self.began = time.monotonic()
         self.handle = open(log, "w")
         self.handle.write(f"$ {' '.join(argv)}\n")
         self.handle.flush()
         stderr = subprocess.STDOUT if with_stderr or echo else self.handle
-        self.process = subprocess.Popen(argv, cwd=cwd, env=runner.env, stdout=subprocess.PIPE, stderr=stderr,
+        self.process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=stderr,
                                         text=True)
 
     @property

@@ -464,7 +464,8 @@ class Settings:
     def provisioner_public_key(self) -> str:
         """DOKKU_PROVISIONER_KEY_PATH's key: dokku-deploy's and Dokku's only, so never one of the admin keys."""
         key = read_public_key(self.dokku_provisioner_key_path, "DOKKU_PROVISIONER_KEY_PATH")
-        same = next((setting for setting, admin in self.admin_public_keys() if _key_blob(admin) == _key_blob(key)), None)
+        same = next((setting for setting, admin in self.admin_public_keys()
+                     if _key_blob(admin) == _key_blob(key)), None)
         if same:
             raise SettingsError(f"DOKKU_PROVISIONER_KEY_PATH must be another key than {same} (the provisioner's key "
                                 "may run dokku only, an admin key is root's)")
@@ -839,9 +840,9 @@ def _key_blob(public_key: str) -> str:
 
 
 def _openssh_private_key_public_half(path: Path, setting: str) -> str:
-    """The public key stored in an OpenSSH private key file's header, which is never encrypted (openssh-portable
-    PROTOCOL.key: the magic "openssh-key-v1" and a NUL byte, cipher, kdf, kdf options, number of keys, then each public key), so no
-    passphrase is needed."""
+    """The public key stored in an OpenSSH private key file's header, which is never encrypted, so no passphrase
+    is needed (openssh-portable PROTOCOL.key: the magic "openssh-key-v1" and a NUL byte, cipher, kdf, kdf options,
+    number of keys, then each public key)."""
     fix = f"put its public half beside it: ssh-keygen -y -f {path} > {path}.pub"
     try:
         text = path.read_text(errors="replace")
@@ -855,7 +856,8 @@ def _openssh_private_key_public_half(path: Path, setting: str) -> str:
     except ValueError:
         data = b""
     if not data.startswith(magic):
-        raise SettingsError(f"{setting}={_show(str(path))} is not an OpenSSH private key whose public key can be read; {fix}")
+        raise SettingsError(f"{setting}={_show(str(path))} is not an OpenSSH private key whose public key can be read; "
+                            f"{fix}")
 
     def string(position: int) -> tuple[bytes, int]:  # an SSH wire-format string: 4-byte length, bytes
         length = int.from_bytes(data[position:position + 4], "big")

@@ -107,8 +107,9 @@ def plan_keys(ctx: Context) -> list[Step]:
     """The project's SSH keys are the admin keys (desired.key_specs). Hetzner uses them only when it creates a
     server: a key added or deleted here changes no existing server (the deploy manages root's authorized_keys)."""
     wanted = {spec.fingerprint for spec in ctx.keys}
-    deletes = [Step("delete", "ssh key", name, f"fingerprint {key.fingerprint} is not an admin key ({ADMIN_KEY_SETTINGS}); "
-                    "existing servers keep it until the next deploy writes root's authorized_keys",
+    deletes = [Step("delete", "ssh key", name, f"fingerprint {key.fingerprint} is not an admin key "
+                    f"({ADMIN_KEY_SETTINGS}); existing servers keep it until the next deploy writes root's "
+                    "authorized_keys",
                     lambda ctx, key=key: ctx.client.ssh_keys.delete(key), target=KEYS_TARGET)
                for name, key in sorted(ctx.observed.keys.items()) if key.fingerprint not in wanted]
     renames, onto_held_names, creates, steps = [], [], [], []

@@ -111,6 +111,5 @@ def root_access():
     if platform_host is not None and "dokku" in host.groups:
         snapshot.ask(on=platform_host, contents=[f"{platform_host.data.platform_key_path}.pub"])
         snapshot.ask(dokku=True)
-    root_authorized_keys(name="root's authorized_keys: exactly the admin keys (and on Dokku hosts the platform key "
-                              "from its private IP, also in Dokku's ssh-keys)",
+    root_authorized_keys(name="Write root's authorized_keys exactly: the admin keys (Dokku hosts: and the platform key)",
                          admin_keys=host.data.admin_public_keys, platform_host=platform_host)

@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
+import jinja2
 import pytest
 from pyinfra.api import FileUploadCommand
 from pyinfra.context import ctx_host, ctx_state
@@ -243,3 +244,11 @@ def test_fact_script_reads_contents_certificates_and_directories(tmp_path):
     assert fact["certs"][str(cert)]["names"] == ["mindroom.test", "app.mindroom.test"]
     assert fact["compose"] == {}
     assert fact["files"][str(pub)]["sha1"] == "fe057b3500af1a56532eea985170504a5dec5dce"
+
+
+def test_dokku_deploy_sudoers_drop_in_allows_dokku_and_nothing_else():
+    """No `!ALL` line either: `sudo -l -U dokku-deploy` must list the one rule (tests/hosts/test_dokku.py)."""
+    template = jinja2.Template((ROOT / "templates/dokku/dokku-deploy.j2").read_text())
+    rendered = template.render(user_name="dokku-deploy", dokku=dokku.DOKKU)
+    rules = [line for line in rendered.splitlines() if line.strip() and not line.startswith("#")]
+    assert rules == ["dokku-deploy ALL=(root) NOPASSWD: /usr/bin/dokku"]

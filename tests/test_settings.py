@@ -89,7 +89,8 @@ def test_public_key_validation(tmp_path, private_key_file):
 
 
 def _keypair(path, passphrase: str = ""):
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", passphrase, "-C", path.name, "-f", str(path)], check=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", passphrase, "-C", path.name, "-f", str(path)],
+                   check=True)
     return (path.parent / f"{path.name}.pub").read_text().strip()
 
 
@@ -112,7 +113,8 @@ def test_the_key_the_deploy_logs_in_with_must_stay_an_admin_key(tmp_path):
     with pytest.raises(SettingsError, match=r"^SSH_PRIVATE_KEY_PATH=.*old' is not one of the admin keys .*lock itself "
                                             r"out; list it in SSH_EXTRA_PUBLIC_KEY_PATHS"):
         switched_too_early.connecting_public_key()
-    kept = load(tmp_path, SSH_PUBLIC_KEY_PATH="new.pub", SSH_PRIVATE_KEY_PATH="old", SSH_EXTRA_PUBLIC_KEY_PATHS="old.pub")
+    kept = load(tmp_path, SSH_PUBLIC_KEY_PATH="new.pub", SSH_PRIVATE_KEY_PATH="old",
+                SSH_EXTRA_PUBLIC_KEY_PATHS="old.pub")
     assert kept.connecting_public_key().split()[1] == (tmp_path / "old.pub").read_text().split()[1]
 
 

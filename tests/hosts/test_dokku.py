@@ -92,7 +92,8 @@ def test_deploy_user(host):
     user = host.user(USER)
     assert user.exists
     assert user.groups == [USER]
-    assert host.file(f"{user.home}/.ssh/authorized_keys").content_string.splitlines() == [DATA["provisioner_public_key"]]
+    keys = host.file(f"{user.home}/.ssh/authorized_keys").content_string
+    assert keys.splitlines() == [DATA["provisioner_public_key"]]
     assert host.check_output(f"passwd -S {USER}").split()[1] in ("L", "NP") or \
         host.check_output(f"getent shadow {USER}").split(":")[1] in ("!", "*", "!*")
 

@@ -59,6 +59,7 @@ FREE_TEXT = set(DOTENV_NAMES) - {"SUPABASE_URL", "REGISTRY", "REGISTRY_USER", "L
 SECRET_FILES = {"SMTP_PASSWORD": "smtp_password"}
 # Local paths read by bootstrap/pyinfra on the operator's machine: they never reach a host.
 LOCAL_PATHS = {"SSH_PUBLIC_KEY_PATH": "ssh_public_key_path", "SSH_PRIVATE_KEY_PATH": "ssh_private_key_path",
+               "SSH_EXTRA_PUBLIC_KEY_PATHS": "ssh_extra_public_key_paths",
                "DOKKU_PROVISIONER_KEY_PATH": "dokku_provisioner_key_path", "OUTPUTS_FILE": "outputs_file",
                "SECRETS_DIR": "secrets_dir", "SSH_KNOWN_HOSTS_FILE": "ssh_known_hosts_file", "ENV_FILE": "env_file_name"}
 
@@ -74,7 +75,8 @@ def full_settings(tmp_path: Path) -> dict[str, str]:
         "DOMAIN": "mindroom.test", "LOCATION": "nbg1", "SERVER_IMAGE": "debian-13", "DOKKU_SERVER_TYPE": "cpx31",
         "PLATFORM_SERVER_TYPE": "cpx21", "DOKKU_SERVERS": "2", "DOKKU_VOLUME_SIZE": "200", "PLATFORM_VOLUME_SIZE": "50",
         "ENABLE_BACKUPS": "true", "ADMIN_IPS": "203.0.113.7/32", "SSH_PUBLIC_KEY_PATH": "admin.pub",
-        "SSH_PRIVATE_KEY_PATH": "admin", "DOKKU_PROVISIONER_KEY_PATH": "provisioner.pub", "DNS_ZONE": "mindroom.test",
+        "SSH_PRIVATE_KEY_PATH": "admin", "SSH_EXTRA_PUBLIC_KEY_PATHS": "extra.pub",
+        "DOKKU_PROVISIONER_KEY_PATH": "provisioner.pub", "DNS_ZONE": "mindroom.test",
         "MATRIX_FEDERATION": "false", "OUTPUTS_FILE": "outputs.json", "SECRETS_DIR": "secrets",
         "SSH_STRICT_HOST_KEY_CHECKING": "yes", "SSH_KNOWN_HOSTS_FILE": "known_hosts", "DOKKU_VERSION": "0.36.4",
         "DOKKU_APT_REPO_URL": "https://packagecloud.io/dokku/dokku/debian/",
@@ -135,7 +137,9 @@ def test_every_setting_refuses_or_neutralises_hostile_values(tmp_path, name, cas
         elif name in SECRET_FILES:
             assert getattr(loaded.monitoring(), SECRET_FILES[name]) == stripped, f"{name} is not literal in its file"
         elif name in LOCAL_PATHS:
-            assert str(Path(getattr(loaded, LOCAL_PATHS[name]))).endswith(str(Path(stripped))), "a local path"
+            found = getattr(loaded, LOCAL_PATHS[name])
+            last = found[-1] if isinstance(found, tuple) else found  # SSH_EXTRA_PUBLIC_KEY_PATHS: a list of paths
+            assert str(Path(last)).endswith(str(Path(stripped))), "a local path"
         else:
             pytest.fail(f"{name}={value[:60]!r} was accepted; it must be refused")
 

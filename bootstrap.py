@@ -24,10 +24,10 @@ from typing import Callable, Mapping
 import requests
 from hcloud import APIException
 
-from cloud import lock, outputs
+from cloud import lock, outputs, stripe_webhook
 from cloud.api import BootstrapError, check_catalog, connect, describe
 from cloud.desired import key_specs, server_specs
-from cloud.destroy import plan_destroy
+from cloud.destroy import REST, plan_destroy
 from cloud.dns import plan_dns
 from cloud.execute import converge
 from cloud.observe import observe
@@ -44,16 +44,24 @@ def prepare(settings: Settings, ssh_probe: Callable[[str], bool]) -> Context:
     """Local checks first (nothing is sent before they pass), then the catalog check, then observation."""
     settings.admin_networks  # noqa: B018 - raises when ADMIN_IPS is missing or invalid
     keys = key_specs(settings)
+    stripe_observed = stripe_webhook.observe(settings)  # local Stripe checks, the prices, the endpoints
     client = connect(settings)
     catalog = check_catalog(client, settings)
     ctx = Context(client=client, settings=settings, observed=observe(client, settings, keys), catalog=catalog,
-                  keys=keys, servers=server_specs(settings, keys), ssh_probe=ssh_probe)
+                  keys=keys, servers=server_specs(settings, keys), ssh_probe=ssh_probe,
+                  stripe=stripe_observed)
     return ctx
 
 
 def make_plan(ctx: Context) -> list:
     return (plan_keys(ctx) + plan_network(ctx) + plan_firewalls(ctx) + plan_placement_group(ctx)
-            + plan_servers(ctx) + plan_dns(ctx))
+            + plan_servers(ctx) + plan_dns(ctx) + stripe_webhook.plan_stripe(ctx))
+
+
+def _replan(ctx: Context) -> list:
+    """After a lost answer: Stripe is read again too (the endpoint may have been made before it)."""
+    ctx.stripe = stripe_webhook.observe(ctx.settings)
+    return make_plan(ctx)
 
 
 def _title(settings: Settings, verb: str) -> str:
@@ -83,11 +91,12 @@ def _apply(ctx: Context, args, out) -> int:
     steps = make_plan(ctx)
     print(render(steps, _title(ctx.settings, "Plan")), file=out)
     refuse_conflicts(steps)
+    stripe_webhook.refuse_mode_mismatch(ctx)
     if pending(steps):
         if not args.yes and not _confirm("Apply these changes? Type 'yes' to go on: ", "yes", out):
             print("Nothing changed.", file=out)
             return EXIT_ERROR
-        converge(ctx, steps, make_plan, out)
+        converge(ctx, steps, _replan, out)
     _write_outputs(ctx, out, reobserve=pending(steps))
     print("Applied." if pending(steps) else "Nothing to do: everything is in sync.", file=out)
     return EXIT_OK
@@ -104,7 +113,7 @@ def cmd_destroy(settings: Settings, args, out) -> int:
 
 def _destroy(client, settings: Settings, args, out) -> int:
     ctx = Context(client=client, settings=settings, observed=observe(client, settings))
-    steps = plan_destroy(ctx, args.include_volumes)
+    steps = plan_destroy(ctx, args.include_volumes) + stripe_webhook.plan_destroy(ctx, phase=REST)
     print(render(steps, _title(settings, "Destroy")), file=out)
     if not pending(steps):
         print("Nothing to destroy.", file=out)
@@ -113,7 +122,8 @@ def _destroy(client, settings: Settings, args, out) -> int:
     if not args.yes and not _confirm(prompt, settings.environment, out):
         print("Nothing destroyed.", file=out)
         return EXIT_ERROR
-    converge(ctx, steps, lambda ctx: plan_destroy(ctx, args.include_volumes), out)
+    converge(ctx, steps, lambda ctx: plan_destroy(ctx, args.include_volumes) + stripe_webhook.plan_destroy(ctx, REST),
+             out)
     print("Destroyed.", file=out)
     return EXIT_OK
 

@@ -134,7 +134,6 @@ PLATFORM_SECRET_NAMES = (
     "SUPABASE_SERVICE_KEY",
     "STRIPE_SECRET_KEY",
     "STRIPE_PUBLISHABLE_KEY",
-    "STRIPE_WEBHOOK_SECRET",
     "STRIPE_PRICE_STARTER",
     "STRIPE_PRICE_PROFESSIONAL",
     "STRIPE_PRICE_ENTERPRISE",
@@ -185,6 +184,23 @@ MIN_REMOTE_RETRY_BACKOFF = 0.5
 def _show(raw: str) -> str:
     """A value for an error message: repr, cut short."""
     return repr(raw if len(raw) <= 80 else raw[:80] + "...")
+
+# -- Stripe: the webhook endpoint bootstrap keeps (cloud/stripe_webhook.py), only when STRIPE_SECRET_KEY is set --
+STRIPE_DEFAULT_API_BASE = "https://api.stripe.com"
+STRIPE_WEBHOOK_PATH = "/stripe"  # on webhooks.DOMAIN, served by the stripe-handler
+STRIPE_WEBHOOK_EVENTS = (  # the events the stripe-handler serves (SPEC)
+    "customer.subscription.created",
+    "customer.subscription.updated",
+    "customer.subscription.deleted",
+    "invoice.payment_succeeded",
+    "invoice.payment_failed",
+)
+# The API version Stripe renders the endpoint's events in (stripe 16.1.0's own). Stripe cannot change it on an
+# existing endpoint: a new value replaces the endpoint (new signing secret, then deploy the platform).
+STRIPE_WEBHOOK_API_VERSION = "2026-10-28.endive"
+STRIPE_PRICE_SETTINGS = ("STRIPE_PRICE_STARTER", "STRIPE_PRICE_PROFESSIONAL", "STRIPE_PRICE_ENTERPRISE")
+STRIPE_WEBHOOK_SECRET_FILE = "stripe-webhook-secret"  # in SECRETS_DIR, written by apply (0600)
+_STRIPE_KEY_RE = re.compile(r"^[sr]k_(live|test)_[A-Za-z0-9_]+$")
 
 
 def _bool(name: str, raw: str) -> bool:
@@ -473,11 +489,16 @@ class Settings:
 
     def platform_secrets(self) -> dict[str, str]:
         """The values the platform's services need, all required."""
-        return {name: self.required(name, "the platform's services need it") for name in PLATFORM_SECRET_NAMES}
+        values = {name: self.required(name, "the platform's services need it") for name in PLATFORM_SECRET_NAMES}
+        values["STRIPE_WEBHOOK_SECRET"] = self.stripe_webhook_secret() or self.required(
+            "STRIPE_WEBHOOK_SECRET", f"run `python bootstrap.py apply` with STRIPE_SECRET_KEY set (it writes "
+            f"{self.stripe_webhook_secret_file}), or set the webhook endpoint's signing secret by hand")
+        return values
 
     def secret_values(self) -> list[str]:
         """Every secret that is set, so tests and logs can prove none of them leaks."""
-        return [self.get(name) for name in _SECRET_NAMES + ("SUPABASE_URL",) if self.get(name)]
+        values = [self.get(name) for name in _SECRET_NAMES + ("SUPABASE_URL",) if self.get(name)]
+        return values + [value for value in [self.stripe_webhook_secret()] if value and value not in values]
 
     # -- names and labels ---------------------------------------------------------------------------
     @property
@@ -542,6 +563,44 @@ class Settings:
 
     def url(self, subdomain: str) -> str:
         return f"https://{subdomain}.{self.domain}"
+
+    # -- Stripe -------------------------------------------------------------------------------------------
+    @property
+    def stripe_api_base(self) -> str:
+        return self.get("STRIPE_API_BASE", STRIPE_DEFAULT_API_BASE).rstrip("/")
+
+    @property
+    def stripe_live_mode(self) -> bool | None:
+        """None without STRIPE_SECRET_KEY (bootstrap leaves Stripe alone); else whether the key is live-mode."""
+        key = self.get("STRIPE_SECRET_KEY")
+        if not key:
+            return None
+        match = _STRIPE_KEY_RE.match(key)
+        if not match:
+            raise SettingsError("STRIPE_SECRET_KEY is not a Stripe secret key; allowed: sk_live_..., sk_test_... "
+                                "or a restricted rk_live_... / rk_test_... key")
+        return match.group(1) == "live"
+
+    @property
+    def stripe_allow_mode_mismatch(self) -> bool:
+        return _bool("STRIPE_ALLOW_MODE_MISMATCH", self.get("STRIPE_ALLOW_MODE_MISMATCH", "false"))
+
+    @property
+    def stripe_retry_backoff(self) -> float:
+        return _int("STRIPE_RETRY_BACKOFF", self.get("STRIPE_RETRY_BACKOFF", "1"), 0, 60, float)
+
+    @property
+    def stripe_webhook_url(self) -> str:
+        return self.url("webhooks") + STRIPE_WEBHOOK_PATH
+
+    @property
+    def stripe_webhook_secret_file(self) -> Path:
+        return self.secrets_dir / STRIPE_WEBHOOK_SECRET_FILE
+
+    def stripe_webhook_secret(self) -> str:
+        """STRIPE_WEBHOOK_SECRET when set (it wins), else the secret apply kept when it created the endpoint."""
+        path = self.stripe_webhook_secret_file
+        return self.get("STRIPE_WEBHOOK_SECRET") or (path.read_text().strip() if path.is_file() else "")
 
     # -- monitoring -------------------------------------------------------------------------------------
     @property

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import tempfile
 from pathlib import Path
 
+from local_secrets import write_atomically
 from settings import HCLOUD_VOLUME_DEVICE_PREFIX, ROLES, Settings, SettingsError
 
 from .desired import dns_records, ipv6_address
@@ -63,18 +63,7 @@ def check_writable(path: Path) -> None:
 def write(path: Path, outputs: dict) -> None:
     """Atomically replace the file; it is created with mode 0600 and never exists with a wider mode."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(outputs, handle, indent=2)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    write_atomically(path, json.dumps(outputs, indent=2) + "\n")
 
 
 def render(outputs: dict, path: Path) -> str:

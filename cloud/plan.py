@@ -22,7 +22,7 @@ from .desired import KeySpec, ServerSpec, firewall_rules, rule_key
 from .observe import Observed, is_ours
 from .probe import answers_ssh
 
-CHANGES = ("create", "update", "resize", "delete")
+CHANGES = ("create", "update", "resize", "replace", "delete")
 # ROLL comes last: resizes run one server at a time once everything else is in place.
 BASE, CREATE, CONVERGE, DNS, ROLL = range(5)
 
@@ -36,6 +36,7 @@ class Context:
     keys: list[KeySpec] = field(default_factory=list)
     servers: list[ServerSpec] = field(default_factory=list)
     ssh_probe: Callable[[str], bool] = answers_ssh  # address -> does SSH answer there (tests ask the fake)
+    stripe: object | None = None  # cloud.stripe_webhook.StripeObserved, when STRIPE_SECRET_KEY is set
 
 
 @dataclass

@@ -15,7 +15,6 @@ loading it writes nothing. `python -m tasks.nginx admin-password` prints it;
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 import sys
@@ -27,7 +26,8 @@ from pyinfra.api import DeployError, deploy
 from pyinfra.operations import server
 from pyinfra.operations.util import any_changed
 
-from settings import PLATFORM_SERVICES, SettingsError, check_private_directory, load_settings
+from local_secrets import private_directory, write_atomically
+from settings import PLATFORM_SERVICES, SettingsError, load_settings
 from tasks import ops
 from tasks.platform import TEMPLATES
 
@@ -43,24 +43,6 @@ BCRYPT_MAX_BYTES = 72  # bcrypt reads no further (bcrypt 5 refuses longer passwo
 _BCRYPT_HASH_RE = re.compile(r"\$2[aby]\$[0-9]{2}\$[./A-Za-z0-9]{53}")
 
 
-def _private_directory(directory: Path) -> None:
-    """SECRETS_DIR made 0700 when missing; an existing one is only checked (never chmod-ed)."""
-    try:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as error:
-        raise SettingsError(f"SECRETS_DIR={str(directory)!r} cannot be created ({error.strerror})") from None
-    check_private_directory("SECRETS_DIR", directory)
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Replace path atomically with a file only its owner can read."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.unlink(missing_ok=True)
-    with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
-        handle.write(text)
-    temporary.replace(path)
-
-
 def _read(path: Path) -> str:
     try:
         return path.read_bytes().decode().strip()
@@ -72,9 +54,9 @@ def admin_credentials(secrets_dir: Path, rotate: bool = False) -> tuple[str, str
     """(password, bcrypt hash) of the admin dashboard, generated once in SECRETS_DIR. A password bcrypt cannot
     take or a hash file that is not a bcrypt hash stops with one line: neither is ever deployed."""
     password_path, hash_path = secrets_dir / PASSWORD_FILE, secrets_dir / HASH_FILE
-    _private_directory(secrets_dir)
+    private_directory(secrets_dir)
     if rotate or not password_path.is_file():
-        _write_private(password_path, secrets.token_urlsafe(18) + "\n")
+        write_atomically(password_path, secrets.token_urlsafe(18) + "\n")
     password = _read(password_path)
     if not password:
         raise SettingsError(f"{password_path} is empty; delete it to generate a new admin password")
@@ -93,7 +75,7 @@ def admin_credentials(secrets_dir: Path, rotate: bool = False) -> tuple[str, str
         hash_path.touch()
         return password, hashed
     hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt()).decode()
-    _write_private(hash_path, hashed + "\n")
+    write_atomically(hash_path, hashed + "\n")
     return password, hashed
 
 

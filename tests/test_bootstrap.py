@@ -17,6 +17,8 @@ from cloud.desired import fingerprint
 from cloud.probe import answers_ssh
 from tests.fakecloud import FakeCloud
 from tests.fakecloud.harness import Harness, RecordingHooks, write_public_key
+from tests.fakestripe import FakeStripe
+from tests.fakestripe.seed import ensure_prices
 
 DOKKU1, PLATFORM = "mindroom-production-dokku-1", "mindroom-production-platform"
 
@@ -300,13 +302,20 @@ def test_no_secret_reaches_user_data_output_or_the_api(h):
     secrets = {"STRIPE_SECRET_KEY": "sk_live_DO_NOT_LEAK", "STRIPE_WEBHOOK_SECRET": "whsec_DO_NOT_LEAK",
                "SUPABASE_SERVICE_KEY": "supabase-DO-NOT-LEAK", "REGISTRY_TOKEN": "registry-DO-NOT-LEAK",
                "SUPABASE_URL": "https://secret-project.supabase.co", "HCLOUD_TOKEN": "hcloud-DO-NOT-LEAK"}
-    h.env.update(secrets)
-    results = [h.run(*argv) for argv in (["plan"], ["apply", "--yes"], ["output"], ["output", "--json"],
-                                         ["destroy", "--yes"], ["plan"])]
+    fake_stripe = FakeStripe()
+    h.env.update(secrets, STRIPE_API_BASE=fake_stripe.start(), SECRETS_DIR=str(h.tmp_path / "secrets"),
+                 **ensure_prices(fake_stripe.url, secrets["STRIPE_SECRET_KEY"]))
+    try:
+        results = [h.run(*argv) for argv in (["plan"], ["apply", "--yes"], ["output"], ["output", "--json"])]
+        [endpoint] = fake_stripe.objects("webhook_endpoints")
+        results += [h.run(*argv) for argv in (["destroy", "--yes"], ["plan"])]
+    finally:
+        fake_stripe.stop()
     assert results[1].code == 0
     texts = [r.out + r.err for r in results] + [(h.tmp_path / "outputs.json").read_text()]
     texts += [entry["body"] for r in results for entry in r.requests]
-    for value in secrets.values():
+    texts += [entry["body"] + entry["query"] for entry in fake_stripe.requests]
+    for value in [*secrets.values(), endpoint["secret"]]:
         assert not any(value in text for text in texts), value
     with h.fake.cloud.lock:
         assert all(s.get("_user_data") is None for s in h.fake.cloud.state["servers"].values())

@@ -35,6 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     fake = FakeCloud(state_file=args.state, hooks=_hooks(args.hooks) if args.hooks else None,
                      action_latency=args.action_latency, token=args.token,
                      faults=Faults(rate=args.fault_rate), listen=args.listen)
+    return serve_until_signalled(fake)
+
+
+def serve_until_signalled(fake) -> int:
+    """Print the fake's URL once it listens, serve until SIGTERM/SIGINT, stop."""
     print(fake.start(), flush=True)
     stopped = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

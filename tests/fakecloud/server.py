@@ -295,6 +295,21 @@ class _HTTPServer(ThreadingHTTPServer):
     fake: "FakeCloud"
 
 
+def serve_in_thread(server_class: type[ThreadingHTTPServer], listen: tuple[str, int], handler, fake):
+    """Start server_class on listen in a daemon thread, `fake` reachable from its handlers; (server, base URL)."""
+    httpd = server_class(listen, handler)
+    httpd.fake = fake
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    host, port = httpd.server_address[:2]
+    return httpd, f"http://{host}:{port}"
+
+
+def stop_server(httpd: ThreadingHTTPServer | None) -> None:
+    if httpd:
+        httpd.shutdown()
+        httpd.server_close()
+
+
 class FakeCloud:
     """A stateful Hetzner Cloud API on 127.0.0.1 for the real hcloud SDK (HCLOUD_ENDPOINT = .start())."""
 
@@ -313,19 +328,14 @@ class FakeCloud:
 
     # -- lifecycle ------------------------------------------------------------------------------------
     def start(self) -> str:
-        self._httpd = _HTTPServer(self.listen, _Handler)
-        self._httpd.fake = self
-        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        host, port = self._httpd.server_address[:2]
-        self.url = f"http://{host}:{port}/v1"
+        self._httpd, base = serve_in_thread(_HTTPServer, self.listen, _Handler, self)
+        self.url = f"{base}/v1"
         return self.url
 
     def stop(self) -> None:
         with self._log_lock:
             httpd, self._httpd = self._httpd, None
-        if httpd:
-            httpd.shutdown()
-            httpd.server_close()
+        stop_server(httpd)
 
     def crash(self) -> None:
         """Die like a killed process: state stays as last saved, running actions never finish here."""

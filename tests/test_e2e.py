@@ -1,14 +1,16 @@
 """The end-to-end gate: the whole platform on the local cloud, as an operator would run it (needs root).
 
 up -> bootstrap apply -> deploy (meanwhile a second deploy refuses, a third waits for the lock and then changes
-nothing) -> marker file on every volume -> /run/reboot-required on every host -> second deploy changes nothing and
+nothing; the platform's .env has the Stripe webhook's signing secret) -> marker file on every volume -> /run/reboot-required on every host -> second deploy changes nothing and
 names them -> markers still there -> host tests -> node_exporter stopped on a Dokku server: the host-down alert and
 its resolution reach the webhook receiver -> `maintain.py reboot --only-if-required` rolls every host, Dokku
-servers first -> markers still there -> host tests -> nothing needs a reboot -> bootstrap destroy -> down.
+servers first -> markers still there -> host tests -> nothing needs a reboot -> bootstrap destroy
+(the Stripe webhook endpoint too) -> down.
 Each step is the project's own command in a subprocess; the first one that fails stops the gate with its log.
 `down` runs whatever happened (namespaces, links, mounts, loop devices, processes).
 """
 
+import hashlib
 import ipaddress
 import json
 import os
@@ -27,7 +29,7 @@ from cloud.api import connect
 from settings import MOUNT_POINTS, load_settings
 from tasks.nginx import PASSWORD_FILE
 from tasks.reboot import REBOOT_REQUIRED
-from tests.testbed import layout, pebble, steps, webhook
+from tests.testbed import layout, pebble, steps, stripeapi, webhook
 
 pytestmark = pytest.mark.testbed
 MARKER = ".mindroom-e2e-marker"
@@ -214,13 +216,18 @@ def _check_certificate_issued(deploy_output: str) -> None:
                                + "\n\nPebble's log, last lines:\n" + "\n".join(tail))
 
 
-def _check_no_secret_in_logs(runner: steps.Runner) -> None:
-    """No step printed a secret: not the token, the Stripe/Supabase/registry values, nor the admin password."""
+def _secret_values() -> list[str]:
+    """Every secret of the run: the settings' (with the webhook's signing secret) and the admin password."""
     settings = _settings()
     values = settings.secret_values()
     password_file = settings.secrets_dir / PASSWORD_FILE
     if password_file.is_file():
         values.append(password_file.read_text().strip())
+    return values
+
+
+def _check_no_secret_in_logs(runner: steps.Runner, values: list[str]) -> None:
+    """No step printed a secret: not the token, the Stripe/Supabase/registry values, nor the admin password."""
     leaks = [(log.name, name) for log in sorted(runner.log_dir.glob("*.log"))
              for name, value in enumerate(values) if value and value in log.read_text(errors="replace")]
     if leaks:
@@ -270,6 +277,21 @@ def _check_host_down_alert(runner: steps.Runner) -> None:
     _wait_for_notification(runner, "HostDown", target["name"], "resolved", after_firing)
 
 
+def _check_webhook_secret(runner: steps.Runner) -> None:
+    """The platform's .env holds the signing secret of the endpoint apply made in the (fake) Stripe account:
+    compared by hash, so the secret is on no command line and in no log."""
+    [secret] = stripeapi.webhook_secrets(layout.LAB) or [""]
+    if not secret:
+        raise steps.StepFailed("bootstrap apply made no webhook endpoint in the fake Stripe account")
+    [platform] = [host for host in _hosts() if host["role"] == "platform"]
+    wanted = hashlib.sha256(f"STRIPE_WEBHOOK_SECRET='{secret}'".encode()).hexdigest()
+    got = runner.run("the platform's webhook secret", _ssh(
+        platform, "grep '^STRIPE_WEBHOOK_SECRET=' /opt/platform/.env | tr -d '\\n' | sha256sum"))
+    if got.split()[0] != wanted:
+        raise steps.StepFailed("the platform's STRIPE_WEBHOOK_SECRET is not the signing secret of the endpoint "
+                               "bootstrap made in Stripe")
+
+
 def test_platform_end_to_end(tmp_path_factory, capsys):
     if Path(f"/sys/class/net/{layout.PUBLIC_BRIDGE}").exists() or layout.LAB.exists():
         pytest.fail(f"a testbed is already up ({layout.LAB}); the gate makes its own: run "
@@ -281,6 +303,7 @@ def test_platform_end_to_end(tmp_path_factory, capsys):
         runner.run("testbed up", _testbed("up", "--dokku-servers", str(DOKKU_SERVERS)))
         runner.run("bootstrap apply", steps.apply())
         _check_certificate_issued(_concurrent_deploys(runner))
+        _check_webhook_secret(runner)
         _write_markers(runner, token)
         _flag_reboot_required(runner)
         second = runner.start("second deploy", steps.deploy("--json"))
@@ -296,8 +319,11 @@ def test_platform_end_to_end(tmp_path_factory, capsys):
         if "No host needs a reboot." not in runner.run("no host needs a reboot any more", steps.reboot_roll()):
             raise steps.StepFailed("after the roll a host still has /run/reboot-required")
         _rotate_admin_key(runner, capsys, tmp_path_factory.mktemp("rotation"))
+        secret_values = _secret_values()  # before destroy removes the webhook's secret
         runner.run("bootstrap destroy", steps.destroy())
-        _check_no_secret_in_logs(runner)
+        if stripeapi.webhook_secrets(layout.LAB):
+            raise steps.StepFailed("bootstrap destroy left the webhook endpoint in the fake Stripe account")
+        _check_no_secret_in_logs(runner, secret_values)
     except steps.StepFailed as error:
         failure = str(error)
     finally:

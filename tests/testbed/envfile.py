@@ -17,7 +17,10 @@ from tests.testbed import layout
 
 HEADER = ("# Written by `python -m tests.testbed up` for the local testbed; removed by `down`. Do not edit.\n"
           "# Use it with: ENV_FILE=.env.testbed python bootstrap.py apply --yes\n")
-GENERATED = ("HCLOUD_TOKEN", "SUPABASE_SERVICE_KEY", "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET")
+# Name -> prefix of the random value. The Stripe key is a test-mode key (bootstrap checks its shape and mode);
+# the webhook's signing secret is not here: apply gets it from the fake Stripe API.
+GENERATED = {"HCLOUD_TOKEN": "testbed-hcloud-token-", "SUPABASE_SERVICE_KEY": "testbed-supabase-service-key-",
+             "STRIPE_SECRET_KEY": "sk_test_testbed"}
 
 
 def generated_values(lab: Path) -> dict[str, str]:
@@ -26,7 +29,7 @@ def generated_values(lab: Path) -> dict[str, str]:
     values = {k: v or "" for k, v in dotenv_values(path).items()} if path.exists() else {}
     missing = [name for name in GENERATED if not values.get(name)]
     if missing:
-        values.update({name: f"testbed-{name.lower().replace('_', '-')}-{secrets.token_hex(12)}" for name in missing})
+        values.update({name: f"{GENERATED[name]}{secrets.token_hex(12)}" for name in missing})
         write(path, values, header="# random per-lab values of the testbed\n")
     return values
 
@@ -49,9 +52,6 @@ def base_settings(lab: Path, dokku_servers: int = 1) -> dict[str, str]:
         "LETSENCRYPT_EMAIL": f"admin@{layout.TEST_DOMAIN}",
         "SUPABASE_URL": f"http://{layout.BRIDGE_IP}:54321",
         "STRIPE_PUBLISHABLE_KEY": "pk_test_testbed",
-        "STRIPE_PRICE_STARTER": "price_testbed_starter",
-        "STRIPE_PRICE_PROFESSIONAL": "price_testbed_professional",
-        "STRIPE_PRICE_ENTERPRISE": "price_testbed_enterprise",
     }
 
 

@@ -37,6 +37,8 @@ APT_PROXY_PORT = 3142
 APT_REPO_PORT = 8079
 # The fake Hetzner API listens on loopback only.
 FAKECLOUD_LISTEN = "127.0.0.1:8088"
+# The fake Stripe API too.
+FAKESTRIPE_LISTEN = "127.0.0.1:8089"
 
 TEST_DOMAIN = "mindroom.test"
 VOLUME_SIZE_GB = 10  # the smallest Hetzner volume; files are sparse

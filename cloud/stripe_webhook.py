@@ -160,8 +160,8 @@ def plan_stripe(ctx: Context) -> list[Step]:
         if setting_secret:
             steps.append(Step("warning", RESOURCE, url, "STRIPE_WEBHOOK_SECRET is set and wins over the new "
                               "endpoint's secret in the platform's .env: unset it after apply"))
-        return steps + [Step("create", RESOURCE, url, f"events {', '.join(STRIPE_WEBHOOK_EVENTS)}; api version "
-                             f"{STRIPE_WEBHOOK_API_VERSION}; signing secret to {settings.stripe_webhook_secret_file}",
+        return steps + [Step("create", RESOURCE, url, f"{len(STRIPE_WEBHOOK_EVENTS)} events, api version "
+                             f"{STRIPE_WEBHOOK_API_VERSION}; signing secret kept in {settings.stripe_webhook_secret_file}",
                              _create, target=TARGET)]
     if not settings.stripe_webhook_secret():
         raise BootstrapError(

@@ -83,6 +83,7 @@ platform_env = SecretValues({
     "APP_URL": _settings.url("app"),
     "ADMIN_URL": _settings.url("admin"),
     "WEBHOOK_URL": _settings.url("webhooks"),
+    # STRIPE_WEBHOOK_SECRET: the signing secret bootstrap apply kept in SECRETS_DIR, unless the setting is set.
     **{name: _secrets[name] for name in ["SUPABASE_URL", "SUPABASE_SERVICE_KEY", "STRIPE_SECRET_KEY",
                                           "STRIPE_PUBLISHABLE_KEY", "STRIPE_WEBHOOK_SECRET", *_prices]},
     "DOKKU_HOST": "",

@@ -1,5 +1,7 @@
 """tasks/platform.py on the platform host: the .env, the four services (restart always, ports, /health)."""
 
+import hashlib
+
 import pytest
 
 from settings import PLATFORM_SERVICES, load_settings
@@ -35,6 +37,15 @@ def test_env_points_at_the_first_dokku_host(host):
     lines = host.file(ENV_FILE).content_string.splitlines()
     assert f"DOKKU_HOST='{dokku_ips[0]}'" in lines
     assert f"DOKKU_HOSTS='{','.join(dokku_ips)}'" in lines
+
+
+def test_env_has_the_webhook_signing_secret_kept_locally(host):
+    """The secret bootstrap kept when it made the Stripe endpoint (or STRIPE_WEBHOOK_SECRET): after apply
+    replaced the endpoint, this fails until the next deploy. Compared by hash, so no failure shows it."""
+    wanted = f"STRIPE_WEBHOOK_SECRET='{load_settings().stripe_webhook_secret()}'"
+    lines = [line for line in host.file(ENV_FILE).content_string.splitlines()
+             if line.startswith("STRIPE_WEBHOOK_SECRET=")]
+    assert [hashlib.sha256(line.encode()).hexdigest() for line in lines] == [hashlib.sha256(wanted.encode()).hexdigest()]
 
 
 def test_registry_token_not_in_process_list(host):

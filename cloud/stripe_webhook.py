@@ -124,7 +124,8 @@ def mode_mismatch(settings: Settings, observed: StripeObserved | None) -> str:
     """A live key outside production, or a test key in production: the warning, or ""."""
     if observed is None or observed.live == (settings.environment == "production"):
         return ""
-    return f"STRIPE_SECRET_KEY is a {'live' if observed.live else 'test'}-mode key and ENVIRONMENT={settings.environment}"
+    mode = "live" if observed.live else "test"
+    return f"STRIPE_SECRET_KEY is a {mode}-mode key and ENVIRONMENT={settings.environment}"
 
 
 def refuse_mode_mismatch(ctx: Context) -> None:
@@ -161,8 +162,8 @@ def plan_stripe(ctx: Context) -> list[Step]:
             steps.append(Step("warning", RESOURCE, url, "STRIPE_WEBHOOK_SECRET is set and wins over the new "
                               "endpoint's secret in the platform's .env: unset it after apply"))
         return steps + [Step("create", RESOURCE, url, f"{len(STRIPE_WEBHOOK_EVENTS)} events, api version "
-                             f"{STRIPE_WEBHOOK_API_VERSION}; signing secret kept in {settings.stripe_webhook_secret_file}",
-                             _create, target=TARGET)]
+                             f"{STRIPE_WEBHOOK_API_VERSION}; signing secret kept in "
+                             f"{settings.stripe_webhook_secret_file}", _create, target=TARGET)]
     if not settings.stripe_webhook_secret():
         raise BootstrapError(
             f"the Stripe webhook endpoint {current['id']} is this environment's, but its signing secret is in neither "
@@ -180,8 +181,9 @@ def _sync(settings: Settings, endpoint: dict, adopted: bool) -> list[Step]:
         drift.append(f"url {endpoint['url']} -> {settings.stripe_webhook_url}")
     if sorted(events) != sorted(STRIPE_WEBHOOK_EVENTS):
         changes["enabled_events"] = list(STRIPE_WEBHOOK_EVENTS)
-        drift.append("events " + " ".join([f"+{event}" for event in sorted(set(STRIPE_WEBHOOK_EVENTS) - set(events))]
-                                          + [f"-{event}" for event in sorted(set(events) - set(STRIPE_WEBHOOK_EVENTS))]))
+        added = [f"+{event}" for event in sorted(set(STRIPE_WEBHOOK_EVENTS) - set(events))]
+        removed = [f"-{event}" for event in sorted(set(events) - set(STRIPE_WEBHOOK_EVENTS))]
+        drift.append("events " + " ".join(added + removed))
     if endpoint.get("status") == "disabled":
         changes["disabled"] = False
         drift.append("disabled -> enabled")

@@ -216,7 +216,8 @@ def test_transient_errors_are_retried_and_a_lost_answer_makes_no_second_endpoint
     assert creations[-1]["replayed"], "Stripe answered the last try from the lost one's saved result"
     [endpoint] = endpoints(fake_stripe)
     assert secret_file(h).read_text().strip() == endpoint["secret"]
-    assert [e["status"] for e in sent if e["method"] == "GET" and e["path"] == "/v1/webhook_endpoints"][:3] == [500, 429, 200]
+    listings = [e["status"] for e in sent if e["method"] == "GET" and e["path"] == "/v1/webhook_endpoints"]
+    assert listings[:3] == [500, 429, 200]
 
 
 def test_a_lost_delete_is_done(h, fake_stripe):

@@ -57,7 +57,8 @@ UPDATE_PARAMS = {
 }
 FAULT_BODIES = {
     429: {"type": "invalid_request_error", "code": "rate_limit",
-          "message": "Request rate limit exceeded. Learn more about rate limits here https://stripe.com/docs/rate-limits."},
+          "message": "Request rate limit exceeded. Learn more about rate limits here "
+                     "https://stripe.com/docs/rate-limits."},
     500: {"type": "api_error", "message": "An unknown error occurred"},
     503: {"type": "api_error", "message": "Stripe is temporarily unavailable"},
 }
@@ -90,7 +91,8 @@ def decode_form(pairs: list[tuple[str, str]]) -> dict:
                 raise StripeError(400, f"Invalid array or hash: {key}", param=parts[0])
         last = parts[-1]
         if last == "":
-            raise StripeError(400, f"Use indexed arrays ({parts[0]}[0]=...), as the libraries do: {key}", param=parts[0])
+            raise StripeError(400, f"Use indexed arrays ({parts[0]}[0]=...), as the libraries do: {key}",
+                              param=parts[0])
         node[last] = value
     return {key: _arrays(value) for key, value in root.items()}
 

@@ -44,8 +44,8 @@ def prepare(settings: Settings, ssh_probe: Callable[[str], bool]) -> Context:
     """Local checks first (nothing is sent before they pass), then the catalog check, then observation."""
     settings.admin_networks  # noqa: B018 - raises when ADMIN_IPS is missing or invalid
     keys = key_specs(settings)
+    client = connect(settings)  # sends nothing yet
     stripe_observed = stripe_webhook.observe(settings)  # local Stripe checks, the prices, the endpoints
-    client = connect(settings)
     catalog = check_catalog(client, settings)
     ctx = Context(client=client, settings=settings, observed=observe(client, settings, keys), catalog=catalog,
                   keys=keys, servers=server_specs(settings, keys), ssh_probe=ssh_probe,

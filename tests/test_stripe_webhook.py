@@ -309,3 +309,8 @@ def test_a_secrets_dir_open_to_others_is_refused(h, fake_stripe):
     directory.chmod(0o755)
     result, _, _ = stripe_run(h, fake_stripe, "apply", "--yes")
     assert result.code == 1 and "is open to other users (mode 0755)" in result.err
+
+
+def test_local_checks_come_before_any_stripe_request(h, fake_stripe):
+    result, sent, _ = stripe_run(h, fake_stripe, "plan", HCLOUD_TOKEN=None)
+    assert result.code == 1 and "HCLOUD_TOKEN is required" in result.err and sent == []

@@ -27,8 +27,8 @@ from .plan import Context, Step
 
 RESOURCE = "stripe webhook"
 TARGET = "stripe"
-# The library retries connection errors, 409 and 5xx itself (a POST keeps its Idempotency-Key); it leaves 429
-# to the caller, so _call retries those, with the same key.
+# The library retries connection errors, 409 and 5xx itself (a POST keeps its Idempotency-Key through them); it
+# leaves 429 to the caller, so _call retries those.
 MAX_RETRIES = 6
 RETRY_CAP_SECONDS = 30.0
 
@@ -54,7 +54,7 @@ def _describe(error: stripe.StripeError, settings: Settings) -> str:
 
 def _call(settings: Settings, request, *args, **kwargs):
     """One API call; a failure becomes a one-line BootstrapError. 429s are retried with exponential backoff and
-    jitter (the same arguments, so the same Idempotency-Key)."""
+    jitter (a creation passes its own Idempotency-Key, so every try is the same request to Stripe)."""
     for attempt in range(MAX_RETRIES + 1):
         try:
             return request(*args, **kwargs)

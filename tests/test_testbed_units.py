@@ -25,6 +25,7 @@ def test_env_file_is_private_and_loads_as_the_project_settings(tmp_path):
     assert settings.hcloud_endpoint == "http://127.0.0.1:8088/v1"
     assert settings.ssh_private_key_path == tmp_path / "ssh/admin_ed25519"
     assert values["HCLOUD_TOKEN"] in settings.secret_values()
+    assert settings.stripe_live_mode is False, "the lab's Stripe key is a test-mode key (ENVIRONMENT=testbed)"
 
 
 def test_generated_secrets_are_random_and_stable_per_lab(tmp_path):

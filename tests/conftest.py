@@ -38,3 +38,14 @@ def private_key_file(tmp_path):
     path = tmp_path / "id_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "test", "-f", str(path)], check=True)
     return path
+
+
+@pytest.fixture
+def fake_stripe():
+    """A fresh fake Stripe API on 127.0.0.1 (tests/fakestripe); STRIPE_API_BASE = fake_stripe.url."""
+    from tests.fakestripe import FakeStripe
+
+    fake = FakeStripe()
+    fake.start()
+    yield fake
+    fake.stop()

@@ -17,7 +17,6 @@ from cloud.desired import fingerprint
 from cloud.probe import answers_ssh
 from tests.fakecloud import FakeCloud
 from tests.fakecloud.harness import Harness, RecordingHooks, write_public_key
-from tests.fakestripe import FakeStripe
 from tests.fakestripe.seed import ensure_prices
 
 DOKKU1, PLATFORM = "mindroom-production-dokku-1", "mindroom-production-platform"
@@ -298,19 +297,15 @@ def test_staging_and_production_never_collide(h):
     assert h.run("plan").code == 0 and len(h.fake.resources("servers")) == 2
 
 
-def test_no_secret_reaches_user_data_output_or_the_api(h):
+def test_no_secret_reaches_user_data_output_or_the_api(h, fake_stripe):
     secrets = {"STRIPE_SECRET_KEY": "sk_live_DO_NOT_LEAK", "STRIPE_WEBHOOK_SECRET": "whsec_DO_NOT_LEAK",
                "SUPABASE_SERVICE_KEY": "supabase-DO-NOT-LEAK", "REGISTRY_TOKEN": "registry-DO-NOT-LEAK",
                "SUPABASE_URL": "https://secret-project.supabase.co", "HCLOUD_TOKEN": "hcloud-DO-NOT-LEAK"}
-    fake_stripe = FakeStripe()
-    h.env.update(secrets, STRIPE_API_BASE=fake_stripe.start(), SECRETS_DIR=str(h.tmp_path / "secrets"),
+    h.env.update(secrets, STRIPE_API_BASE=fake_stripe.url, SECRETS_DIR=str(h.tmp_path / "secrets"),
                  **ensure_prices(fake_stripe.url, secrets["STRIPE_SECRET_KEY"]))
-    try:
-        results = [h.run(*argv) for argv in (["plan"], ["apply", "--yes"], ["output"], ["output", "--json"])]
-        [endpoint] = fake_stripe.objects("webhook_endpoints")
-        results += [h.run(*argv) for argv in (["destroy", "--yes"], ["plan"])]
-    finally:
-        fake_stripe.stop()
+    results = [h.run(*argv) for argv in (["plan"], ["apply", "--yes"], ["output"], ["output", "--json"])]
+    [endpoint] = fake_stripe.objects("webhook_endpoints")
+    results += [h.run(*argv) for argv in (["destroy", "--yes"], ["plan"])]
     assert results[1].code == 0
     texts = [r.out + r.err for r in results] + [(h.tmp_path / "outputs.json").read_text()]
     texts += [entry["body"] for r in results for entry in r.requests]

@@ -9,7 +9,6 @@ import stripe
 from settings import STRIPE_WEBHOOK_API_VERSION, STRIPE_WEBHOOK_EVENTS, SettingsError, load_settings
 from tests.fakecloud import FakeCloud
 from tests.fakecloud.harness import Harness
-from tests.fakestripe import FakeStripe
 from tests.fakestripe.seed import ensure_prices
 
 TEST_KEY, LIVE_KEY = "sk_test_51staging", "sk_live_51production"
@@ -20,14 +19,6 @@ LABELS = {"managed-by": "mindroom-infra", "project": "mindroom", "environment": 
 @pytest.fixture
 def cloud():
     fake = FakeCloud()
-    fake.start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def fake_stripe():
-    fake = FakeStripe()
     fake.start()
     yield fake
     fake.stop()

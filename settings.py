@@ -567,7 +567,8 @@ class Settings:
     # -- Stripe -------------------------------------------------------------------------------------------
     @property
     def stripe_api_base(self) -> str:
-        return self.get("STRIPE_API_BASE", STRIPE_DEFAULT_API_BASE).rstrip("/")
+        return _match("STRIPE_API_BASE", self.get("STRIPE_API_BASE", STRIPE_DEFAULT_API_BASE).rstrip("/"),
+                      re.compile(r"^https?://[^/\s]+$"), "a base URL without path such as https://api.stripe.com")
 
     @property
     def stripe_live_mode(self) -> bool | None:

@@ -71,7 +71,7 @@ def connect(settings: Settings) -> stripe.StripeClient:
     if os.environ.get("STRIPE_LOG") == "debug":
         raise SettingsError("STRIPE_LOG=debug prints Stripe's responses, which include the webhook signing "
                             "secret; unset STRIPE_LOG (or use info)")
-    settings.stripe_retry_backoff  # noqa: B018 - raises when STRIPE_RETRY_BACKOFF is invalid, before any request
+    settings.stripe_retry_backoff, settings.stripe_allow_mode_mismatch  # noqa: B018 - validated before any request
     return stripe.StripeClient(settings.required("STRIPE_SECRET_KEY"), base_addresses={"api": settings.stripe_api_base},
                                max_network_retries=MAX_RETRIES)
 

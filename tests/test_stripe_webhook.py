@@ -236,6 +236,8 @@ def test_rate_limits_give_up_with_one_line(h, fake_stripe):
     ({"STRIPE_SECRET_KEY": "pk_test_123"}, "STRIPE_SECRET_KEY is not a Stripe secret key"),
     ({"STRIPE_SECRET_KEY": "sk_test_wrong"}, "Stripe API error 401 invalid_request_error: Invalid API Key provided"),
     ({"STRIPE_RETRY_BACKOFF": "soon"}, "STRIPE_RETRY_BACKOFF='soon' is not a number"),
+    ({"STRIPE_ALLOW_MODE_MISMATCH": "maybe"}, "STRIPE_ALLOW_MODE_MISMATCH='maybe' is not a boolean"),
+    ({"STRIPE_API_BASE": "api.stripe.com"}, "STRIPE_API_BASE='api.stripe.com' is invalid"),
 ])
 def test_bad_stripe_settings_stop_before_anything_is_sent_to_hetzner(h, fake_stripe, change, message):
     if change == "archive":

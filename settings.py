@@ -160,10 +160,12 @@ KNOWN_SETTINGS = frozenset((
     "ALERT_BACKUP_MAX_AGE_HOURS", "ALERT_HOST_DOWN_FOR", "ALERT_GROUP_WAIT", "ALERT_GROUP_INTERVAL",
     "ALERT_REPEAT_INTERVAL", "MONITORING_SCRAPE_INTERVAL", "PROMETHEUS_RETENTION_TIME", "PROMETHEUS_RETENTION_SIZE",
     "PROBE_CA_BUNDLE",
+    # Stripe (cloud/stripe_webhook.py)
+    "STRIPE_WEBHOOK_SECRET", "STRIPE_API_BASE", "STRIPE_ALLOW_MODE_MISMATCH", "STRIPE_RETRY_BACKOFF",
 ))
 # Values written into /opt/platform/.env, single-quoted. compose's dotenv parser (compose-go dotenv/parser.go) takes
 # a single-quoted value literally but skips a quote after a backslash: neither may be in the value.
-DOTENV_NAMES = ("HCLOUD_TOKEN", *PLATFORM_SECRET_NAMES)
+DOTENV_NAMES = ("HCLOUD_TOKEN", *PLATFORM_SECRET_NAMES, "STRIPE_WEBHOOK_SECRET")
 DOTENV_FORBIDDEN = "'\\"
 # ADMIN_IPS: never these (no admin connects from them), and at most this many addresses per family in total.
 _NOT_ADMIN_SOURCES = (
@@ -567,8 +569,9 @@ class Settings:
     # -- Stripe -------------------------------------------------------------------------------------------
     @property
     def stripe_api_base(self) -> str:
-        return _match("STRIPE_API_BASE", self.get("STRIPE_API_BASE", STRIPE_DEFAULT_API_BASE).rstrip("/"),
-                      re.compile(r"^https?://[^/\s]+$"), "a base URL without path such as https://api.stripe.com")
+        """Stripe's API, or a fake on loopback (plain http allowed there only: the key goes with every request)."""
+        return _url("STRIPE_API_BASE", self.get("STRIPE_API_BASE", STRIPE_DEFAULT_API_BASE), _is_loopback,
+                    STRIPE_DEFAULT_API_BASE).rstrip("/")
 
     @property
     def stripe_live_mode(self) -> bool | None:
@@ -588,7 +591,9 @@ class Settings:
 
     @property
     def stripe_retry_backoff(self) -> float:
-        return _int("STRIPE_RETRY_BACKOFF", self.get("STRIPE_RETRY_BACKOFF", "1"), 0, 60, float)
+        remote = not _is_loopback(urlsplit(self.stripe_api_base).hostname)
+        return _int("STRIPE_RETRY_BACKOFF", self.get("STRIPE_RETRY_BACKOFF", "1"),
+                    MIN_REMOTE_RETRY_BACKOFF if remote else 0, 60, float)
 
     @property
     def stripe_webhook_url(self) -> str:
@@ -601,7 +606,8 @@ class Settings:
     def stripe_webhook_secret(self) -> str:
         """STRIPE_WEBHOOK_SECRET when set (it wins), else the secret apply kept when it created the endpoint."""
         path = self.stripe_webhook_secret_file
-        return self.get("STRIPE_WEBHOOK_SECRET") or (path.read_text().strip() if path.is_file() else "")
+        kept = path.read_text(errors="replace").strip() if path.is_file() else ""
+        return self.get("STRIPE_WEBHOOK_SECRET") or _dotenv_value(str(path), _printable(str(path), kept))
 
     # -- monitoring -------------------------------------------------------------------------------------
     @property
@@ -849,6 +855,7 @@ def load_settings(environ: Mapping[str, str] | None = None, cwd: Path | None = N
     settings.monitoring()  # checked here, so that a bad value stops every command, not only the deploy
     if get("ADMIN_IPS"):
         settings.admin_networks  # validate the format early; required-ness is checked by whoever needs it
+    settings.stripe_api_base, settings.stripe_allow_mode_mismatch, settings.stripe_retry_backoff  # noqa: B018
     return settings
 
 

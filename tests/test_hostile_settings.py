@@ -95,6 +95,7 @@ def full_settings(tmp_path: Path) -> dict[str, str]:
         "ALERT_BACKUP_MAX_AGE_HOURS": "26", "ALERT_HOST_DOWN_FOR": "2m", "ALERT_GROUP_WAIT": "30s",
         "ALERT_GROUP_INTERVAL": "5m", "ALERT_REPEAT_INTERVAL": "4h", "MONITORING_SCRAPE_INTERVAL": "15s",
         "PROMETHEUS_RETENTION_TIME": "30d", "PROMETHEUS_RETENTION_SIZE": "4GB", "PROBE_CA_BUNDLE": str(ca),
+        "STRIPE_API_BASE": "https://api.stripe.com", "STRIPE_ALLOW_MODE_MISMATCH": "false", "STRIPE_RETRY_BACKOFF": "1",
     }
     assert set(values) == KNOWN_SETTINGS, "a known setting has no valid value here"
     return values

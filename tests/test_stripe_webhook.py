@@ -237,7 +237,7 @@ def test_rate_limits_give_up_with_one_line(h, fake_stripe):
     ({"STRIPE_SECRET_KEY": "sk_test_wrong"}, "Stripe API error 401 invalid_request_error: Invalid API Key provided"),
     ({"STRIPE_RETRY_BACKOFF": "soon"}, "STRIPE_RETRY_BACKOFF='soon' is not a number"),
     ({"STRIPE_ALLOW_MODE_MISMATCH": "maybe"}, "STRIPE_ALLOW_MODE_MISMATCH='maybe' is not a boolean"),
-    ({"STRIPE_API_BASE": "api.stripe.com"}, "STRIPE_API_BASE='api.stripe.com' is invalid"),
+    ({"STRIPE_API_BASE": "http://api.stripe.com"}, "STRIPE_API_BASE='http://api.stripe.com' is not https"),
 ])
 def test_bad_stripe_settings_stop_before_anything_is_sent_to_hetzner(h, fake_stripe, change, message):
     if change == "archive":
@@ -286,9 +286,9 @@ def test_stripe_debug_log_is_refused(h, fake_stripe, monkeypatch):
 
 def test_the_platform_env_takes_the_secret_from_secrets_dir_unless_the_setting_is_set(h, fake_stripe):
     with pytest.raises(SettingsError, match="STRIPE_WEBHOOK_SECRET is required: run `python bootstrap.py apply`"):
-        load_settings({**h.env, "SUPABASE_URL": "x", "SUPABASE_SERVICE_KEY": "x", "STRIPE_PUBLISHABLE_KEY": "x",
-                       "REGISTRY": "x", "REGISTRY_USER": "x", "REGISTRY_TOKEN": "x",
-                       "LETSENCRYPT_EMAIL": "x"}).platform_secrets()
+        load_settings({**h.env, "SUPABASE_URL": "https://db.mindroom.test", "SUPABASE_SERVICE_KEY": "x",
+                       "STRIPE_PUBLISHABLE_KEY": "x", "REGISTRY": "ghcr.io/mindroom", "REGISTRY_USER": "x",
+                       "REGISTRY_TOKEN": "x", "LETSENCRYPT_EMAIL": "ops@mindroom.test"}).platform_secrets()
     assert h.run("apply", "--yes").code == 0
     settings = load_settings(h.env)
     assert settings.stripe_webhook_secret() == endpoints(fake_stripe)[0]["secret"]
@@ -301,7 +301,7 @@ def test_a_secrets_dir_open_to_others_is_refused(h, fake_stripe):
     directory.mkdir(parents=True, mode=0o755)
     directory.chmod(0o755)
     result, _, _ = stripe_run(h, fake_stripe, "apply", "--yes")
-    assert result.code == 1 and "is open to other users (mode 0755)" in result.err
+    assert result.code == 1 and "SECRETS_DIR=" in result.err and "is not private (mode 0755" in result.err
 
 
 def test_local_checks_come_before_any_stripe_request(h, fake_stripe):

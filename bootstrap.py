@@ -80,6 +80,7 @@ def cmd_apply(settings: Settings, args, out) -> int:
     outputs.check_writable(settings.outputs_file)
     ctx = prepare(settings, args.ssh_probe)
     steps = make_plan(ctx)
+    stripe_webhook.refuse_mode_mismatch(ctx)  # before the lock: nothing is sent for a refused run
     if conflicts(steps) or (not pending(steps) and not lock.stale_here(ctx.client, settings)):
         return _apply(ctx, args, out)  # refused, or nothing to change: without the lock
     with lock.hold(ctx.client, settings, "apply", args.lock_wait, out):
@@ -91,7 +92,6 @@ def _apply(ctx: Context, args, out) -> int:
     steps = make_plan(ctx)
     print(render(steps, _title(ctx.settings, "Plan")), file=out)
     refuse_conflicts(steps)
-    stripe_webhook.refuse_mode_mismatch(ctx)
     if pending(steps):
         if not args.yes and not _confirm("Apply these changes? Type 'yes' to go on: ", "yes", out):
             print("Nothing changed.", file=out)

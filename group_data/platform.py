@@ -121,10 +121,8 @@ backup_metrics_file = BACKUP_METRICS_FILE
 # hides a crash loop from /health between two crashes).
 platform_restart_limit = 3
 platform_restart_window = "15m"
-# How long a failing probe (a service's /health, a platform name over HTTPS, a Dokku server's HTTP) may last.
+# How long a failing probe (a service's /health, a platform name over HTTPS, a Dokku server's nginx) may last.
 probe_failure_for = "2m"
-# A Dokku server's HTTP endpoint answers when nginx replies at all: the default site or a redirect.
-dokku_probe_status_codes = [200, 301, 302, 308, 404]
 
 # Plain secret values must not stay behind as host data (pyinfra keeps every non-dunder name).
 del _secrets, _hcloud_token, _monitoring

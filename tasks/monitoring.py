@@ -22,7 +22,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import systemd
 from pyinfra.operations.util import any_changed
 
-from settings import PLATFORM_SERVICES
+from settings import HTTP_PORT, PLATFORM_SERVICES
 from tasks import ops
 from tasks.platform import TEMPLATES, dokku_hosts
 
@@ -89,7 +89,7 @@ def probes(data, dokku: list) -> list[dict]:
                       "labels": {"service": service.name}} for service in PLATFORM_SERVICES]},
         {"job": "dokku-http", "module": "dokku_http", "hostname": False,
          "comment": "each Dokku server's nginx at its public address",
-         "targets": [{"target": f"http://{member.data.public_ipv4}/", "labels": {"host": member.name}}
+         "targets": [{"target": f"{member.data.public_ipv4}:{HTTP_PORT}", "labels": {"host": member.name}}
                      for member in dokku]},
     ]
 
@@ -131,8 +131,7 @@ def config_contexts(data, name: str, dokku: list) -> dict[str, dict]:
             nodes=scrape_targets(data, name, dokku), probes=probes(data, dokku),
             prometheus=f"{local}:{data.prometheus_port}", alertmanager=f"{local}:{data.alertmanager_port}",
             blackbox=f"{local}:{data.blackbox_exporter_port}"),
-        "blackbox.yml.j2": dict(ca_file=PROBE_CA if monitoring.probe_ca_bundle else "",
-                                dokku_status_codes=data.dokku_probe_status_codes),
+        "blackbox.yml.j2": dict(ca_file=PROBE_CA if monitoring.probe_ca_bundle else ""),
         "alertmanager.yml.j2": dict(
             monitoring=monitoring, email_to=monitoring.email_to,
             webhook_url_file=WEBHOOK_URL_FILE if data.alert_secrets["webhook_url"] else "",

@@ -80,8 +80,7 @@ def test_probes_cover_names_services_and_dokku_servers(platform_data):
     assert {"source_labels": ["name"], "target_label": "__param_hostname"} in https["relabel_configs"]
     services = [group["targets"][0] for group in jobs["platform-services"]["static_configs"]]
     assert "http://127.0.0.1:3002/health" in services and "http://127.0.0.1:3000/" in services
-    assert [group["targets"] for group in jobs["dokku-http"]["static_configs"]] == [["http://192.0.2.1/"],
-                                                                                 ["http://192.0.2.2/"]]
+    assert [group["targets"] for group in jobs["dokku-http"]["static_configs"]] == [["192.0.2.1:80"], ["192.0.2.2:80"]]
     for job in ("platform-https", "platform-services", "dokku-http"):
         assert jobs[job]["relabel_configs"][-1] == {"target_label": "__address__", "replacement": "127.0.0.1:9115"}
 

@@ -916,7 +916,8 @@ def _openssh_private_key_public_half(path: Path, setting: str) -> str:
     except OSError:
         raise SettingsError(f"{setting}={_show(str(path))} cannot be read and there is no {path.name}.pub beside it; "
                             "point it at the private key pyinfra logs in with") from None
-    body = re.search(r"-----BEGIN OPENSSH PRIVATE KEY-----(.*?)-----END OPENSSH PRIVATE KEY-----", text, re.S)
+    armour = "OPENSSH PRIVATE KEY"  # PEM-style armour around the base64 body
+    body = re.search(f"-----BEGIN {armour}-----(.*?)-----END {armour}-----", text, re.S)
     magic = b"openssh-key-v1\0"
     try:
         data = base64.b64decode("".join(body.group(1).split()), validate=True) if body else b""

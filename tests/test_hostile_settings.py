@@ -427,7 +427,9 @@ def test_missing_or_wrong_ca_file_is_refused_at_load(tmp_path, name):
     base = full_settings(tmp_path)
     with pytest.raises(SettingsError, match=f"{name}='missing.pem' cannot be read"):
         load_settings({**base, name: "missing.pem"}, cwd=tmp_path)
-    (tmp_path / "key.pem").write_text("-----BEGIN PRIVATE KEY-----\n")
+    # a private key (PKCS#8 PEM), made at run time, where a certificate belongs
+    subprocess.run(["ssh-keygen", "-q", "-t", "ecdsa", "-m", "PKCS8", "-N", "", "-f", str(tmp_path / "key.pem")],
+                   check=True)
     with pytest.raises(SettingsError, match=f"{name}='key.pem' holds no PEM certificate"):
         load_settings({**base, name: "key.pem"}, cwd=tmp_path)
 

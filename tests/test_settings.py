@@ -125,7 +125,9 @@ def test_the_login_key_is_read_from_the_private_key_when_its_pub_file_is_gone(tm
     (tmp_path / "admin.pub").rename(tmp_path / "listed.pub")
     settings = load(tmp_path, SSH_PUBLIC_KEY_PATH="listed.pub", SSH_PRIVATE_KEY_PATH="admin")
     assert settings.connecting_public_key() == " ".join(public.split()[:2])
-    (tmp_path / "pem").write_text("-----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----\n")
+    # a private key in PEM format (not OpenSSH's), made at run time
+    subprocess.run(["ssh-keygen", "-q", "-t", "ecdsa", "-m", "PEM", "-N", "", "-f", str(tmp_path / "pem")], check=True)
+    (tmp_path / "pem.pub").unlink()
     for path, message in (("pem", "is not an OpenSSH private key whose public key can be read; put its public half "
                                   "beside it: ssh-keygen -y -f"), ("missing", "cannot be read and there is no")):
         with pytest.raises(SettingsError, match=f"^SSH_PRIVATE_KEY_PATH=.*{path}' {message}"):

@@ -40,12 +40,26 @@ def private_key_file(tmp_path):
     return path
 
 
+def _serving(fake):
+    """A fake API server started for one test and stopped after it, also when the test fails."""
+    fake.start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+@pytest.fixture
+def fake_cloud():
+    """A fresh fake Hetzner Cloud API on 127.0.0.1 (tests/fakecloud); HCLOUD_ENDPOINT = its URL."""
+    from tests.fakecloud import FakeCloud
+
+    yield from _serving(FakeCloud())
+
+
 @pytest.fixture
 def fake_stripe():
     """A fresh fake Stripe API on 127.0.0.1 (tests/fakestripe); STRIPE_API_BASE = fake_stripe.url."""
     from tests.fakestripe import FakeStripe
 
-    fake = FakeStripe()
-    fake.start()
-    yield fake
-    fake.stop()
+    yield from _serving(FakeStripe())

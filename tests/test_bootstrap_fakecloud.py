@@ -21,11 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def fake():
-    cloud = FakeCloud()
-    cloud.start()
-    yield cloud
-    cloud.stop()
+def fake(fake_cloud):
+    return fake_cloud
 
 
 def client_for(fake) -> hcloud.Client:

@@ -1,27 +1,20 @@
 """bootstrap.py's Stripe webhook endpoint, against the fake Stripe API (tests/fakestripe) through the real
 `stripe` library, next to the fake Hetzner Cloud."""
 
+import secrets
 import stat
 
 import pytest
 import stripe
 
 from settings import STRIPE_WEBHOOK_API_VERSION, STRIPE_WEBHOOK_EVENTS, SettingsError, load_settings
-from tests.fakecloud import FakeCloud
 from tests.fakecloud.harness import Harness
 from tests.fakestripe.seed import ensure_prices
 
-TEST_KEY, LIVE_KEY = "sk_test_51staging", "sk_live_51production"
+# Keys of the fake's two modes, made at run time: only their prefix means anything to Stripe.
+TEST_KEY, LIVE_KEY = f"sk_test_{secrets.token_hex(12)}", f"sk_live_{secrets.token_hex(12)}"
 URL = "https://webhooks.mindroom.test/stripe"
 LABELS = {"managed-by": "mindroom-infra", "project": "mindroom", "environment": "staging"}
-
-
-@pytest.fixture
-def cloud():
-    fake = FakeCloud()
-    fake.start()
-    yield fake
-    fake.stop()
 
 
 def stripe_settings(tmp_path, fake_stripe, key=TEST_KEY, environment="staging") -> dict:
@@ -32,8 +25,8 @@ def stripe_settings(tmp_path, fake_stripe, key=TEST_KEY, environment="staging") 
 
 
 @pytest.fixture
-def h(tmp_path, cloud, fake_stripe):
-    return Harness(tmp_path, cloud, **stripe_settings(tmp_path, fake_stripe))
+def h(tmp_path, fake_cloud, fake_stripe):
+    return Harness(tmp_path, fake_cloud, **stripe_settings(tmp_path, fake_stripe))
 
 
 def operator(fake_stripe, key=TEST_KEY) -> stripe.StripeClient:
@@ -156,11 +149,11 @@ def test_our_endpoint_without_its_secret_stops_with_what_to_do(h, fake_stripe):
     assert h.run("plan", STRIPE_WEBHOOK_SECRET=secret).code == 0
 
 
-def test_environments_sharing_an_account_never_touch_each_others_endpoint(tmp_path, cloud, fake_stripe):
+def test_environments_sharing_an_account_never_touch_each_others_endpoint(tmp_path, fake_cloud, fake_stripe):
     (tmp_path / "staging").mkdir()
     (tmp_path / "qa").mkdir()
-    staging = Harness(tmp_path / "staging", cloud, **stripe_settings(tmp_path, fake_stripe))
-    qa = Harness(tmp_path / "qa", cloud, DOMAIN="qa.mindroom.test",
+    staging = Harness(tmp_path / "staging", fake_cloud, **stripe_settings(tmp_path, fake_stripe))
+    qa = Harness(tmp_path / "qa", fake_cloud, DOMAIN="qa.mindroom.test",
                  **stripe_settings(tmp_path, fake_stripe, environment="qa"))
     for harness in (staging, qa, staging, qa):
         assert harness.run("apply", "--yes").code == 0
@@ -252,9 +245,9 @@ def test_bad_stripe_settings_stop_before_anything_is_sent_to_hetzner(h, fake_str
 
 
 @pytest.mark.parametrize("environment, key", [("staging", LIVE_KEY), ("production", TEST_KEY)])
-def test_a_key_of_the_other_mode_is_a_warning_and_apply_needs_the_setting(tmp_path, cloud, fake_stripe, environment,
-                                                                         key):
-    h = Harness(tmp_path, cloud, **stripe_settings(tmp_path, fake_stripe, key=key, environment=environment))
+def test_a_key_of_the_other_mode_is_a_warning_and_apply_needs_the_setting(tmp_path, fake_cloud, fake_stripe,
+                                                                         environment, key):
+    h = Harness(tmp_path, fake_cloud, **stripe_settings(tmp_path, fake_stripe, key=key, environment=environment))
     plan = h.run("plan")
     assert plan.code == 2 and any("STRIPE_ALLOW_MODE_MISMATCH=true" in row for row in rows(plan.out, "warning"))
     refused, _, mutations = stripe_run(h, fake_stripe, "apply", "--yes")
@@ -265,15 +258,15 @@ def test_a_key_of_the_other_mode_is_a_warning_and_apply_needs_the_setting(tmp_pa
     assert allowed.code == 0 and len(endpoints(fake_stripe)) == 1
 
 
-def test_matching_modes_give_no_warning(tmp_path, cloud, fake_stripe):
-    h = Harness(tmp_path, cloud, **stripe_settings(tmp_path, fake_stripe, key=LIVE_KEY, environment="production"))
+def test_matching_modes_give_no_warning(tmp_path, fake_cloud, fake_stripe):
+    h = Harness(tmp_path, fake_cloud, **stripe_settings(tmp_path, fake_stripe, key=LIVE_KEY, environment="production"))
     applied = h.run("apply", "--yes")
     assert applied.code == 0 and rows(applied.out, "warning") == []
     assert endpoints(fake_stripe)[0]["livemode"] is True
 
 
-def test_without_a_stripe_key_stripe_is_not_asked(tmp_path, cloud, fake_stripe):
-    h = Harness(tmp_path, cloud, STRIPE_API_BASE=fake_stripe.url)
+def test_without_a_stripe_key_stripe_is_not_asked(tmp_path, fake_cloud, fake_stripe):
+    h = Harness(tmp_path, fake_cloud, STRIPE_API_BASE=fake_stripe.url)
     assert h.run("apply", "--yes").code == 0 and h.run("destroy", "--yes").code == 0
     assert fake_stripe.requests == []
 

@@ -232,19 +232,22 @@ def _match(name: str, raw: str, pattern: re.Pattern, allowed: str) -> str:
     return raw
 
 
-def _is_loopback(hostname: str) -> bool:
+def _ip_address(text: str):
+    """text as an IP address, or None when it is not one (a host name)."""
     try:
-        return ipaddress.ip_address(hostname).is_loopback
+        return ipaddress.ip_address(text)
     except ValueError:
-        return hostname == "localhost"
+        return None
+
+
+def _is_loopback(hostname: str) -> bool:
+    address = _ip_address(hostname)
+    return hostname == "localhost" if address is None else address.is_loopback
 
 
 def _is_local(hostname: str) -> bool:
-    try:
-        address = ipaddress.ip_address(hostname)
-    except ValueError:
-        return hostname == "localhost"
-    return address.is_loopback or address.is_private
+    address = _ip_address(hostname)
+    return hostname == "localhost" if address is None else address.is_loopback or address.is_private
 
 
 def _url(name: str, raw: str, plain_http_to=None, example: str = "https://example.org/") -> str:
@@ -667,14 +670,6 @@ class Monitoring:
         return "<monitoring settings>"
 
 
-def _is_ip_address(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
 def _emails(name: str, raw: str) -> tuple[str, ...]:
     addresses = tuple(part.strip() for part in raw.split(",") if part.strip())
     for address in addresses:
@@ -698,7 +693,7 @@ def _monitoring(settings: Settings) -> Monitoring:
                                 "'..'") from None
     email_to = _emails("ALERT_EMAIL_TO", get("ALERT_EMAIL_TO"))
     smtp_host = get("SMTP_HOST").lower()
-    if smtp_host and not _is_ip_address(smtp_host):
+    if smtp_host and _ip_address(smtp_host) is None:
         _match("SMTP_HOST", smtp_host, _DOMAIN_RE, "the SMTP server's host name or IP, such as smtp.example.org")
     elif email_to and not smtp_host:
         raise SettingsError("SMTP_HOST is required with ALERT_EMAIL_TO: the SMTP server that sends the alert mails")

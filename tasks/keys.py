@@ -26,7 +26,7 @@ from pyinfra import host, inventory
 from pyinfra.api import OperationError, QuoteString, StringCommand, deploy
 
 from tasks import dokku, ops, snapshot
-from tasks.platform import TEMPLATES, dokku_hosts, platform_directory
+from tasks.platform import dokku_hosts, platform_directory
 from tasks.snapshot import snapshot_operation
 
 HOST_KEY = "/etc/ssh/ssh_host_ed25519_key.pub"
@@ -59,7 +59,7 @@ def _first_line(on, path: str) -> str | None:
 def known_hosts(path: str, dokku_hosts: list):
     """path lists every Dokku host's SSH host key under its private IP (read from the Dokku hosts' snapshots)."""
     keys = [(dokku_host.data.private_ip, _first_line(dokku_host, HOST_KEY)) for dokku_host in dokku_hosts]
-    rendered = ops.render(str(TEMPLATES / "platform/dokku-known-hosts.j2"), known_hosts=[k for k in keys if k[1]])
+    rendered = ops.render("templates/platform/dokku-known-hosts.j2", known_hosts=[k for k in keys if k[1]])
     yield from ops.write(path, rendered.encode(), "644")
 
 

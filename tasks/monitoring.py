@@ -24,10 +24,9 @@ from pyinfra.operations.util import any_changed
 
 from settings import HTTP_PORT, PLATFORM_SERVICES
 from tasks import ops
-from tasks.platform import TEMPLATES, dokku_hosts
+from tasks.platform import dokku_hosts
 
 logger = logging.getLogger("pyinfra")
-MONITORING = TEMPLATES / "monitoring"
 NODE_EXPORTER = "prometheus-node-exporter"
 SERVER_UNITS = ("prometheus", "prometheus-alertmanager", "prometheus-blackbox-exporter")
 PROMETHEUS_CONFIG = "/etc/prometheus/prometheus.yml"
@@ -44,7 +43,7 @@ SERVICE_METRICS_INTERVAL = "60s"
 
 
 def _template(name: str, dest: str, mode: str = "644", **data):
-    return ops.template(name=f"Render {dest}", src=str(MONITORING / name), dest=dest, mode=mode, **data)
+    return ops.template(name=f"Render {dest}", src=f"templates/monitoring/{name}", dest=dest, mode=mode, **data)
 
 
 def _defaults(unit: str, args: list[str]):

@@ -29,9 +29,7 @@ from pyinfra.operations.util import any_changed
 from local_secrets import private_directory, write_atomically
 from settings import PLATFORM_SERVICES, SettingsError, load_settings
 from tasks import ops
-from tasks.platform import TEMPLATES
 
-LANDING = TEMPLATES.parent / "files" / "landing"
 APPLY_SCRIPT = "/usr/local/sbin/mindroom-nginx-apply"
 CONFIG_DIR = "/etc/nginx/mindroom"
 PASSWORD_FILE = "admin-password"
@@ -81,7 +79,7 @@ def admin_credentials(secrets_dir: Path, rotate: bool = False) -> tuple[str, str
 
 # -- the deploy ------------------------------------------------------------------------------------------------
 def _template(name: str, dest: str, mode: str = "644", **data):
-    return ops.template(name=f"Render {dest}", src=str(TEMPLATES / "nginx" / name), dest=dest, mode=mode, **data)
+    return ops.template(name=f"Render {dest}", src=f"templates/nginx/{name}", dest=dest, mode=mode, **data)
 
 
 @deploy("Nginx: configure")
@@ -97,7 +95,7 @@ def configure():
     for directory in (data.nginx_landing_root, data.nginx_acme_root, CONFIG_DIR):
         ops.directory(name=f"Create {directory}", path=directory)
     # The landing page and .htpasswd are read per request: they need no reload.
-    ops.put(name=f"Upload {data.nginx_landing_root}/index.html", src=str(LANDING / "index.html"),
+    ops.put(name=f"Upload {data.nginx_landing_root}/index.html", src="files/landing/index.html",
             dest=f"{data.nginx_landing_root}/index.html", mode="644")
     try:
         # Made here, where the platform's tasks run, not when group data is loaded: other deploys write nothing.

@@ -18,7 +18,6 @@ import base64
 import ipaddress
 import json
 import shlex
-from pathlib import PurePosixPath
 
 from pyinfra import host, inventory
 from pyinfra.api import OperationError, deploy
@@ -26,9 +25,6 @@ from pyinfra.api import OperationError, deploy
 from settings import DOTENV_FORBIDDEN, PLATFORM_SERVICES, unprintable
 from tasks import ops, snapshot
 from tasks.snapshot import snapshot_operation
-
-TEMPLATES = PurePosixPath(__file__).parent.parent / "templates"
-
 
 def platform_directory() -> None:
     """/opt/platform: root only (it holds the .env and the platform key)."""
@@ -87,7 +83,7 @@ def dotenv(env: dict[str, str]) -> str:
     for name, value in env.items():
         if unprintable(value) or any(c in value for c in DOTENV_FORBIDDEN):
             raise OperationError(f"{name} cannot go into .env single-quoted (quote, backslash or control character)")
-    return ops.render(str(TEMPLATES / "platform/env.j2"), env=env)
+    return ops.render("templates/platform/env.j2", env=env)
 
 
 @deploy("Platform: services")
@@ -116,7 +112,7 @@ def services():
     else:
         ca = ops.absent(name=f"Remove {ca_dest}", path=ca_dest)
     compose = ops.template(
-        name=f"Render {compose_file}", src=str(TEMPLATES / "platform/compose.yaml.j2"), dest=compose_file,
+        name=f"Render {compose_file}", src="templates/platform/compose.yaml.j2", dest=compose_file,
         mode="600", services=PLATFORM_SERVICES, registry=registry, tag=data.service_image_tag,
         service_env=data.platform_service_env, healthcheck=data.platform_healthcheck,
         project=data.platform_compose_project, network=data.platform_docker_network,

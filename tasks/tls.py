@@ -23,7 +23,6 @@ from pyinfra.operations import systemd
 
 from tasks import ops, snapshot
 from tasks.nginx import APPLY_SCRIPT
-from tasks.platform import TEMPLATES
 from tasks.snapshot import snapshot_operation
 
 logger = logging.getLogger("pyinfra")
@@ -74,12 +73,12 @@ def certificates():
     else:
         ops.absent(name=f"Remove {data.tls_ca_bundle_path}", path=data.tls_ca_bundle_path)
     drop_in = ops.template(
-        name=f"Render {CERTBOT_DROP_IN}", src=str(TEMPLATES / "tls/certbot-ca.conf.j2"), dest=CERTBOT_DROP_IN,
+        name=f"Render {CERTBOT_DROP_IN}", src="templates/tls/certbot-ca.conf.j2", dest=CERTBOT_DROP_IN,
         mode="644", ca_bundle=bundle,
     ) if bundle else ops.absent(name=f"Remove {CERTBOT_DROP_IN}", path=CERTBOT_DROP_IN)
-    ops.template(name="Render /etc/letsencrypt/cli.ini", src=str(TEMPLATES / "tls/cli.ini.j2"),
+    ops.template(name="Render /etc/letsencrypt/cli.ini", src="templates/tls/cli.ini.j2",
                  dest="/etc/letsencrypt/cli.ini", mode="644", server=data.acme_server, email=data.letsencrypt_email)
-    ops.template(name=f"Render {DEPLOY_HOOK}", src=str(TEMPLATES / "tls/mindroom-nginx.j2"), dest=DEPLOY_HOOK,
+    ops.template(name=f"Render {DEPLOY_HOOK}", src="templates/tls/mindroom-nginx.j2", dest=DEPLOY_HOOK,
                  mode="755", apply_script=APPLY_SCRIPT)
     systemd.daemon_reload(name="Reload systemd for certbot's drop-in", _if=drop_in.did_change)
     ops.services(name="Enable certbot.timer (renewals)", units=["certbot.timer"])

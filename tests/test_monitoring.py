@@ -15,6 +15,7 @@ from settings import BACKUP_METRICS, SettingsError, load_settings
 from tasks import monitoring
 
 ROOT = Path(__file__).resolve().parents[1]
+TEMPLATES = ROOT / "templates/monitoring"
 WEBHOOK = "https://hooks.example.org/services/T000/B000/hidden-hook-token"
 SMTP_PASSWORD = "hidden-smtp-password"
 
@@ -54,8 +55,8 @@ def _dokku(number: int):
 
 def _rendered(data) -> dict[str, str]:
     contexts = monitoring.config_contexts(data, "mindroom-production-platform", [_dokku(1), _dokku(2)])
-    loader = FileSystemLoader(str(monitoring.MONITORING))
-    return {name: get_template(str(monitoring.MONITORING / name), jinja_env_kwargs={"loader": loader}).render(context)
+    loader = FileSystemLoader(str(TEMPLATES))
+    return {name: get_template(str(TEMPLATES / name), jinja_env_kwargs={"loader": loader}).render(context)
             for name, context in contexts.items()}
 
 

@@ -76,7 +76,8 @@ tls_ca_bundle_path = "/etc/letsencrypt/acme-ca.pem"
 
 # -- from the settings --------------------------------------------------------------------------------------
 # Every key of /opt/platform/.env, in the file's order. DOKKU_HOST (dokku-1's private IP) and DOKKU_HOSTS (all
-# of them) depend on the inventory's other hosts: tasks/platform.py fills them in.
+# of them) depend on the inventory's other hosts: tasks/platform.py fills them in from their host data
+# (tasks/inventory_hosts.py).
 platform_env = SecretValues({
     "NODE_ENV": "production",
     "API_URL": _settings.url("api"),

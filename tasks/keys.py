@@ -22,11 +22,12 @@ after the key generation.
 
 from __future__ import annotations
 
-from pyinfra import host, inventory
+from pyinfra import host
 from pyinfra.api import OperationError, QuoteString, StringCommand, deploy
 
-from tasks import dokku, ops, snapshot
-from tasks.platform import dokku_hosts, platform_directory
+from tasks import dokku, inventory_hosts, ops, snapshot
+from tasks.inventory_hosts import dokku_hosts
+from tasks.platform import platform_directory
 from tasks.snapshot import snapshot_operation
 
 HOST_KEY = "/etc/ssh/ssh_host_ed25519_key.pub"
@@ -43,11 +44,6 @@ def ed25519_key(path: str, comment: str):
     yield StringCommand("ssh-keygen", "-q", "-t", "ed25519", "-N", "''", "-C", QuoteString(comment), "-f",
                         QuoteString(path))
     yield StringCommand("chmod", "600", QuoteString(path))
-
-
-def _platform_host():
-    platform_hosts = inventory.get_group("platform", default=[])
-    return platform_hosts[0] if platform_hosts else None
 
 
 def _first_line(on, path: str) -> str | None:
@@ -107,7 +103,7 @@ def _platform_public_key(platform_host) -> str:
 @deploy("Keys: root's authorized_keys")
 def root_access():
     """Call for every host (see the module's docstring)."""
-    platform_host = _platform_host()
+    platform_host = inventory_hosts.platform_host()
     if platform_host is not None and "dokku" in host.groups:
         snapshot.ask(on=platform_host, contents=[f"{platform_host.data.platform_key_path}.pub"])
         snapshot.ask(dokku=True)

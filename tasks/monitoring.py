@@ -24,7 +24,7 @@ from pyinfra.operations.util import any_changed
 
 from settings import HTTP_PORT, PLATFORM_SERVICES
 from tasks import ops
-from tasks.platform import dokku_hosts
+from tasks.inventory_hosts import dokku_hosts
 
 logger = logging.getLogger("pyinfra")
 NODE_EXPORTER = "prometheus-node-exporter"

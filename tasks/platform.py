@@ -2,7 +2,8 @@
 
 - /opt/platform/.env (root, 0600) is rendered from the local settings (group data `platform_env`), never from
   user_data: the keys SPEC.md lists plus DOKKU_HOST (the first Dokku server's private IP) and DOKKU_HOSTS (all of
-  them, comma-separated), which this module takes from the inventory's Dokku hosts.
+  them, comma-separated), which this module takes from the inventory's Dokku hosts
+  (tasks/inventory_hosts.py).
 - A changed secret restarts only the services that read it: compose.yaml names, per service, the .env keys it
   reads (group data `platform_service_env`) and compose resolves them from the .env file. `docker compose up`
   recreates a container only when its resolved configuration changed.
@@ -15,15 +16,15 @@
 from __future__ import annotations
 
 import base64
-import ipaddress
 import json
 import shlex
 
-from pyinfra import host, inventory
+from pyinfra import host
 from pyinfra.api import OperationError, deploy
 
 from settings import DOTENV_FORBIDDEN, PLATFORM_SERVICES, unprintable
 from tasks import ops, snapshot
+from tasks.inventory_hosts import dokku_private_ips
 from tasks.snapshot import snapshot_operation
 
 def platform_directory() -> None:
@@ -43,18 +44,6 @@ def compose_up(compose_file: str, env_file: str, project: str, services: list[st
         return
     yield (f"docker compose -f {shlex.quote(compose_file)} --env-file {shlex.quote(env_file)} up -d "
            f"--remove-orphans --wait --wait-timeout {int(wait_seconds)}")
-
-
-def dokku_hosts() -> list:
-    """The inventory's Dokku hosts, dokku-1 first (by private IP: 10.0.1.10, .11, ...; names would put
-    dokku-10 before dokku-2)."""
-    return sorted(inventory.get_group("dokku", default=[]),
-                  key=lambda dokku_host: ipaddress.ip_address(dokku_host.data.private_ip))
-
-
-def dokku_private_ips() -> list[str]:
-    """Private IPs of every Dokku host, dokku-1 first."""
-    return [dokku_host.data.private_ip for dokku_host in dokku_hosts()]
 
 
 def environment() -> dict[str, str]:

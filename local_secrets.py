@@ -1,4 +1,4 @@
-"""Secrets kept on the operator's machine, in SECRETS_DIR: the admin password (tasks/nginx.py) and the Stripe
+"""Secrets kept on the operator's machine, in SECRETS_DIR: the admin password (admin_password.py) and the Stripe
 webhook's signing secret (cloud/stripe_webhook.py)."""
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ import pytest
 from cloud import lock
 from cloud.api import connect
 from settings import MOUNT_POINTS, load_settings
-from tasks.nginx import PASSWORD_FILE
+from admin_password import PASSWORD_FILE
 from tasks.reboot import REBOOT_REQUIRED
 from tests.testbed import layout, pebble, steps, stripeapi, webhook
 

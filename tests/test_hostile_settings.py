@@ -25,6 +25,7 @@ import pytest
 from pyinfra.api import FileUploadCommand, OperationError
 from pyinfra.context import ctx_host, ctx_state
 
+import admin_password
 import settings as settings_module
 from settings import DOTENV_NAMES, KNOWN_SETTINGS, PLATFORM_SERVICES, SettingsError, load_settings
 from tasks import ops, platform, snapshot
@@ -440,12 +441,12 @@ def test_admin_password_cli_errors_are_one_line(tmp_path):
     (tmp_path / "test.env").write_text(f"DOMAIN=mindroom.test\nSECRETS_DIR={secrets}\n")
     env = {**os.environ, "ENV_FILE": str(tmp_path / "test.env")}
     (secrets / "admin-password").write_text("é" * 40 + "\n")
-    done = subprocess.run([sys.executable, "-m", "tasks.nginx", "admin-password"], cwd=ROOT, env=env,
+    done = subprocess.run([sys.executable, "admin_password.py", "show"], cwd=ROOT, env=env,
                           capture_output=True, text=True)
     _one_line_error(done, "is 80 bytes; bcrypt takes at most 72")
     (secrets / "admin-password").write_text("fine-password\n")
     (secrets / "admin-password.bcrypt").write_text("garbage\n")
-    done = subprocess.run([sys.executable, "-m", "tasks.nginx", "admin-password"], cwd=ROOT, env=env,
+    done = subprocess.run([sys.executable, "admin_password.py", "show"], cwd=ROOT, env=env,
                           capture_output=True, text=True)
     _one_line_error(done, "admin-password.bcrypt is not a bcrypt hash")
 
@@ -461,25 +462,22 @@ def test_secrets_dir_that_is_a_file_or_not_private_is_refused_and_left_alone(tmp
     shared.chmod(0o1777)
     with pytest.raises(SettingsError, match=r"SECRETS_DIR=.*shared' is not private \(mode 1777"):
         load_settings({**base, "SECRETS_DIR": str(shared)}, cwd=tmp_path)
-    from tasks import nginx
     with pytest.raises(SettingsError, match="is not private"):
-        nginx.admin_credentials(shared)
+        admin_password.admin_credentials(shared)
     assert shared.stat().st_mode & 0o7777 == 0o1777 and list(shared.iterdir()) == []
 
 
 def test_secrets_dir_the_project_creates_is_private(tmp_path):
-    from tasks import nginx
-    nginx.admin_credentials(tmp_path / "new" / "secrets")
+    admin_password.admin_credentials(tmp_path / "new" / "secrets")
     assert (tmp_path / "new" / "secrets").stat().st_mode & 0o777 == 0o700
 
 
 def test_a_garbage_hash_is_never_deployed_even_when_newer_than_the_password(tmp_path):
-    from tasks import nginx
     secrets = tmp_path / "secrets"
-    nginx.admin_credentials(secrets)
-    (secrets / nginx.HASH_FILE).write_text("$2b$12$" + "x" * 10 + "\n")  # newer than the password file
+    admin_password.admin_credentials(secrets)
+    (secrets / admin_password.HASH_FILE).write_text("$2b$12$" + "x" * 10 + "\n")  # newer than the password file
     with pytest.raises(SettingsError, match="is not a bcrypt hash"):
-        nginx.admin_credentials(secrets)
+        admin_password.admin_credentials(secrets)
 
 
 

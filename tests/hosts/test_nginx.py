@@ -7,7 +7,7 @@ import ssl
 import pytest
 
 from settings import PLATFORM_SERVICES, load_settings
-from tasks.nginx import admin_credentials
+from admin_password import admin_credentials
 from tests.hosts import live
 from tests.hosts.roles import group_data
 

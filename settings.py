@@ -14,7 +14,7 @@ import os
 import re
 import sys
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 from collections.abc import Mapping
@@ -62,6 +62,10 @@ class PlatformService:
     host_port: int
     container_port: int
     health_path: str | None
+
+    def to_json(self) -> dict:
+        """As pyinfra prints host data (`debug-inventory`, `--debug`)."""
+        return asdict(self)
 
 
 PLATFORM_SERVICES = (
@@ -279,6 +283,12 @@ def unprintable(text: str) -> str | None:
     separator), or None."""
     return next((c for c in text if unicodedata.category(c)[0] == "C" or unicodedata.category(c) in ("Zl", "Zp")),
                 None)
+
+
+def dotenv_unquotable(text: str) -> str | None:
+    """The first character of text that a single-quoted /opt/platform/.env value cannot hold (a quote, a
+    backslash, which escapes the closing quote, or a character unprintable() names), or None."""
+    return unprintable(text) or next((c for c in text if c in DOTENV_FORBIDDEN), None)
 
 
 def _printable(name: str, raw: str) -> str:

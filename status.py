@@ -6,13 +6,14 @@ firing in Alertmanager and the newest backup per host (tasks/fleet.py). Each hos
 last host to answer prints the table. Any FAIL row ends the run with a pyinfra error line (exit status 1).
 """
 
-from pyinfra import host, inventory, state
+from pyinfra import host, state
 from pyinfra.api.exceptions import PyinfraError
 
 from tasks.fleet import HostHealth, host_rows, platform_rows, print_table
+from tasks.inventory_hosts import platform_host
 
-platform_hosts = inventory.get_group("platform", default=[])
-limits = platform_hosts[0].data.monitoring if platform_hosts else None
+platform = platform_host()
+limits = platform.data.monitoring if platform else None
 # Rows of every host, kept with pyinfra's state: the hosts are read in parallel, each runs this file once.
 reports = state.__dict__.setdefault("mindroom_status", {})
 rows = host_rows(host.name, host.get_fact(HostHealth, mounts=["/", host.data.mount_point]), limits)

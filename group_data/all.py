@@ -4,7 +4,7 @@ except the host policy below (packages, kernel tuning), which is the same for ev
 import sys
 
 from settings import (
-    NODE_EXPORTER_PORT, NODE_EXPORTER_TEXTFILE_DIR, SSH_PORT, SUBNET_IP_RANGE, SettingsError, load_settings,
+    HTTP_PORT, NODE_EXPORTER_PORT, NODE_EXPORTER_TEXTFILE_DIR, SSH_PORT, SUBNET_IP_RANGE, SettingsError, load_settings,
 )
 
 try:
@@ -20,6 +20,7 @@ except SettingsError as error:
 domain = settings.domain
 environment = settings.environment
 ssh_port = SSH_PORT
+http_port = HTTP_PORT  # nginx's plain HTTP (the platform probes each Dokku server's)
 
 # Base (tasks/base.py): SPEC's packages, plus what the tasks themselves use.
 base_packages = [

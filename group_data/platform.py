@@ -11,7 +11,8 @@ import sys
 
 from settings import (
     ALERTMANAGER_PORT, BACKUP_METRICS, BACKUP_METRICS_FILE, BLACKBOX_EXPORTER_PORT, MOUNT_POINTS, PLATFORM_DIR,
-    PROMETHEUS_PORT, PUBLIC_PORTS, SSH_PORT, SWAP_SIZE_MB, SecretValues, SettingsError, load_settings,
+    PLATFORM_SERVICES, PROMETHEUS_PORT, PUBLIC_PORTS, SSH_PORT, SWAP_SIZE_MB, SecretValues, SettingsError,
+    load_settings,
 )
 
 try:
@@ -32,6 +33,8 @@ sysctl_extra = {"net.ipv4.tcp_tw_reuse": "1"}
 platform_packages = ["nginx", "certbot", "postgresql-client", "redis-tools", "jq", "curl", "openssl", "apache2-utils"]
 
 platform_dir = PLATFORM_DIR
+# The four services: name, host port, container port, health path (settings.PlatformService).
+platform_services = list(PLATFORM_SERVICES)
 platform_compose_project = "platform"
 platform_docker_network = "platform"
 platform_data_dir = MOUNT_POINTS["platform"]  # one folder per service

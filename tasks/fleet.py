@@ -11,7 +11,6 @@ from datetime import datetime, timezone
 from pyinfra import host
 from pyinfra.api import FactBase
 
-from settings import PLATFORM_SERVICES
 from tasks.facts import Certificate
 from tasks.tls import certificate_path
 
@@ -105,8 +104,8 @@ def platform_rows(data) -> list[tuple]:
     rows = []
     services = host.get_fact(PlatformStatus, project=data.platform_compose_project,
                              services=[(service.name, service.host_port, service.health_path)
-                                       for service in PLATFORM_SERVICES])
-    for service, (name, container, health, port_status, health_body) in zip(PLATFORM_SERVICES, services):
+                                       for service in data.platform_services])
+    for service, (name, container, health, port_status, health_body) in zip(data.platform_services, services):
         ok = container == "running" and health in ("healthy", "-") and port_status == "200"
         rows.append(("service", name, "ok" if ok else "FAIL",
                      f"{container}, health {health}, :{service.host_port} {port_status or '---'}"

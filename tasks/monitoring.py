@@ -22,7 +22,6 @@ from pyinfra.api import deploy
 from pyinfra.operations import systemd
 from pyinfra.operations.util import any_changed
 
-from settings import HTTP_PORT, PLATFORM_SERVICES
 from tasks import ops
 from tasks.inventory_hosts import dokku_hosts
 
@@ -85,11 +84,11 @@ def probes(data, dokku: list) -> list[dict]:
         {"job": "platform-services", "module": "service_http", "hostname": False,
          "comment": "each platform service on its host port",
          "targets": [{"target": f"http://127.0.0.1:{service.host_port}{service.health_path or '/'}",
-                      "labels": {"service": service.name}} for service in PLATFORM_SERVICES]},
+                      "labels": {"service": service.name}} for service in data.platform_services]},
         {"job": "dokku-http", "module": "dokku_http", "hostname": False,
          "comment": "each Dokku server's nginx at its public address",
-         "targets": [{"target": f"{member.data.public_ipv4}:{HTTP_PORT}", "labels": {"host": member.name}}
-                     for member in dokku]},
+         "targets": [{"target": f"{member.data.public_ipv4}:{member.data.http_port}",
+                      "labels": {"host": member.name}} for member in dokku]},
     ]
 
 

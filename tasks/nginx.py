@@ -21,7 +21,7 @@ from pyinfra.operations import server
 from pyinfra.operations.util import any_changed
 
 from admin_password import admin_credentials
-from settings import PLATFORM_SERVICES, SettingsError
+from settings import SettingsError
 from tasks import ops
 
 APPLY_SCRIPT = "/usr/local/sbin/mindroom-nginx-apply"
@@ -35,7 +35,7 @@ def _template(name: str, dest: str, mode: str = "644", **data):
 @deploy("Nginx: configure")
 def configure():
     data = host.data
-    services = {service.name: service for service in PLATFORM_SERVICES}
+    services = {service.name: service for service in data.platform_services}
     context = dict(
         domain=data.domain, services=services, landing_root=data.nginx_landing_root,
         acme_root=data.nginx_acme_root, htpasswd=data.nginx_htpasswd, api_max_body_size=data.nginx_api_max_body_size,

@@ -22,7 +22,7 @@ import shlex
 from pyinfra import host
 from pyinfra.api import OperationError, deploy
 
-from settings import DOTENV_FORBIDDEN, PLATFORM_SERVICES, unprintable
+from settings import dotenv_unquotable
 from tasks import ops, snapshot
 from tasks.inventory_hosts import dokku_private_ips
 from tasks.snapshot import snapshot_operation
@@ -70,7 +70,7 @@ def dotenv(env: dict[str, str]) -> str:
     escapes the closing quote, a line break) is refused: the settings refuse them already, this is the second
     check where the value lands."""
     for name, value in env.items():
-        if unprintable(value) or any(c in value for c in DOTENV_FORBIDDEN):
+        if dotenv_unquotable(value):
             raise OperationError(f"{name} cannot go into .env single-quoted (quote, backslash or control character)")
     return ops.render("templates/platform/env.j2", env=env)
 
@@ -86,7 +86,7 @@ def services():
     ops.packages(name="Install the platform's packages", packages=data.platform_packages)
     platform_directory()
     ops.directory(name="Create /root/.docker", path="/root/.docker", mode="700")
-    for service in PLATFORM_SERVICES:
+    for service in data.platform_services:
         ops.directory(name=f"Create {data.platform_data_dir}/{service.name}",
                       path=f"{data.platform_data_dir}/{service.name}", mode="750")
 
@@ -102,7 +102,7 @@ def services():
         ca = ops.absent(name=f"Remove {ca_dest}", path=ca_dest)
     compose = ops.template(
         name=f"Render {compose_file}", src="templates/platform/compose.yaml.j2", dest=compose_file,
-        mode="600", services=PLATFORM_SERVICES, registry=registry, tag=data.service_image_tag,
+        mode="600", services=data.platform_services, registry=registry, tag=data.service_image_tag,
         service_env=data.platform_service_env, healthcheck=data.platform_healthcheck,
         project=data.platform_compose_project, network=data.platform_docker_network,
         data_dir=data.platform_data_dir, key_path=data.platform_key_path,
@@ -112,5 +112,5 @@ def services():
     )
     compose_up(name="Start the platform services (docker compose up)", compose_file=compose_file,
                env_file=env_file, project=data.platform_compose_project,
-               services=[service.name for service in PLATFORM_SERVICES],
+               services=[service.name for service in data.platform_services],
                wait_seconds=data.platform_compose_wait_seconds, force=ops.any_change(env, login, ca, compose))

@@ -50,7 +50,7 @@ def platform_data(tmp_path, monkeypatch):
 def _dokku(number: int):
     return SimpleNamespace(name=f"mindroom-production-dokku-{number}",
                            data=SimpleNamespace(role="dokku", private_ip=f"10.0.1.{9 + number}",
-                                                public_ipv4=f"192.0.2.{number}"))
+                                                public_ipv4=f"192.0.2.{number}", http_port=80))
 
 
 def _rendered(data) -> dict[str, str]:

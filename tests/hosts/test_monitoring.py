@@ -124,7 +124,7 @@ def test_platform_containers_reach_the_textfile_collector(platform):
     def check():
         results = _api(platform, "/api/v1/query?query=mindroom_platform_service_running")["data"]["result"]
         running = {sample["metric"]["service"]: sample["value"][1] for sample in results}
-        return set(running.values()) == {"1"} and len(running) == len(monitoring.PLATFORM_SERVICES), running
+        return set(running.values()) == {"1"} and len(running) == len(PLATFORM["platform_services"]), running
     _settled(check, "platform services seen running through node_exporter")
 
 

@@ -31,8 +31,8 @@ from cloud.destroy import REST, plan_destroy
 from cloud.dns import plan_dns
 from cloud.execute import converge
 from cloud.observe import observe
-from cloud.plan import (Context, conflicts, pending, plan_firewalls, plan_keys, plan_network,
-                        plan_placement_group, refuse_conflicts, render)
+from cloud.project_resources import plan_firewalls, plan_keys, plan_network, plan_placement_group
+from cloud.steps import Context, conflicts, pending, refuse_conflicts, render
 from cloud.probe import answers_ssh
 from cloud.servers import plan_servers
 from settings import Settings, SettingsError, load_settings

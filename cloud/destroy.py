@@ -10,7 +10,7 @@ from hcloud.firewalls.domain import FirewallResource
 
 from .api import BootstrapError, wait
 from .observe import is_ours
-from .plan import Context, Step
+from .steps import Context, Step
 
 SERVERS, REST = range(2)
 

@@ -17,7 +17,7 @@ from settings import MANAGED_BY, Settings
 from .api import wait
 from .desired import dns_records, ipv6_address
 from .observe import is_ours
-from .plan import DNS, Context, Step
+from .steps import DNS, Context, Step
 
 
 def addresses(servers: dict) -> dict[str, tuple[str | None, str | None]]:

@@ -14,7 +14,7 @@ from typing import Callable
 
 from .api import MAX_RETRIES, BootstrapError, ResponseLost, describe, settle
 from .observe import observe
-from .plan import Context, Step, refuse_conflicts
+from .steps import Context, Step, refuse_conflicts
 
 MAX_WORKERS = 32
 _print_lock = threading.Lock()

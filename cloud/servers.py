@@ -17,7 +17,7 @@ from settings import SSH_PORT
 
 from .api import SHUTDOWN_TIMEOUT_SECONDS, BootstrapError, settle, wait, wait_for_status
 from .desired import ServerSpec
-from .plan import CONVERGE, CREATE, ROLL, Context, Step, labels_step, update_labels
+from .steps import CONVERGE, CREATE, ROLL, Context, Step, labels_step, update_labels
 
 ROLLING = "rolling resize"  # the one target of every resize step: they run one after another, in plan order
 SSH_WAIT_SECONDS = 300  # after power-on, how long a resized server may take to answer SSH before the roll stops

@@ -23,7 +23,7 @@ from local_secrets import write_private
 from settings import STRIPE_PRICE_SETTINGS, STRIPE_WEBHOOK_API_VERSION, STRIPE_WEBHOOK_EVENTS, Settings, SettingsError
 
 from .api import BootstrapError
-from .plan import Context, Step
+from .steps import Context, Step
 
 RESOURCE = "stripe webhook"
 TARGET = "stripe"

@@ -546,9 +546,10 @@ class Settings:
     def admin_key_name(self) -> str:
         return f"{self.prefix}-admin"
 
-    def extra_admin_key_name(self, fingerprint: str) -> str:
-        """An SSH_EXTRA_PUBLIC_KEY_PATHS key in the project, named by its fingerprint (reordering renames nothing)."""
-        return f"{self.admin_key_name}-{fingerprint.replace(':', '')[:8]}"
+    def extra_admin_key_name(self, md5_fingerprint: str) -> str:
+        """An SSH_EXTRA_PUBLIC_KEY_PATHS key in the project, named by its MD5 fingerprint (Hetzner's; reordering
+        renames nothing)."""
+        return f"{self.admin_key_name}-{md5_fingerprint.replace(':', '')[:8]}"
 
     def server_names(self, role: str) -> list[str]:
         if role == "platform":

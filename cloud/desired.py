@@ -17,7 +17,7 @@ class KeySpec:
     name: str
     setting: str
     public_key: str
-    fingerprint: str
+    md5_fingerprint: str  # as Hetzner reports it
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class ServerSpec:
     ip: str
     labels: dict
     firewall: str
-    key_fingerprints: tuple
+    key_md5_fingerprints: tuple
     volume_name: str
     volume_size: int
     volume_labels: dict
@@ -41,22 +41,22 @@ class Record:
     value: str | None  # None while the server it points at does not exist yet
 
 
-def fingerprint(public_key: str) -> str:
-    """The MD5 fingerprint Hetzner shows for an SSH key (aa:bb:...)."""
+def md5_fingerprint(public_key: str) -> str:
+    """The MD5 fingerprint Hetzner reports for an SSH key (aa:bb:...; OpenSSH prints SHA256 ones)."""
     digest = hashlib.md5(base64.b64decode(public_key.split()[1])).hexdigest()
     return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
 
 
 def key_specs(settings: Settings) -> list[KeySpec]:
     """The admin keys, each an SSH key in the project: SSH_PUBLIC_KEY_PATH's named `…-admin`, the extra ones
-    by fingerprint. Hetzner gives a server its keys once, at creation, for root; the provisioner's key is not
+    by MD5 fingerprint. Hetzner gives a server its keys once, at creation, for root; the provisioner's key is not
     among them (it may run dokku only: the deploy gives it to dokku-deploy and Dokku's ssh-keys)."""
     specs = []
     for setting, public_key in settings.admin_public_keys():
-        key_fingerprint = fingerprint(public_key)
+        key_md5_fingerprint = md5_fingerprint(public_key)
         name = (settings.admin_key_name if setting == "SSH_PUBLIC_KEY_PATH"
-                else settings.extra_admin_key_name(key_fingerprint))
-        specs.append(KeySpec(name, setting, public_key, key_fingerprint))
+                else settings.extra_admin_key_name(key_md5_fingerprint))
+        specs.append(KeySpec(name, setting, public_key, key_md5_fingerprint))
     return specs
 
 
@@ -76,12 +76,12 @@ def rule_key(rule: FirewallRule) -> tuple:
 
 def server_specs(settings: Settings, keys: list[KeySpec]) -> list[ServerSpec]:
     # Created with every admin key; later changes of the keys are the deploy's (servers are never rebuilt).
-    fingerprints = tuple(key.fingerprint for key in keys)
+    md5_fingerprints = tuple(key.md5_fingerprint for key in keys)
     return [
         ServerSpec(
             name=name, role=role, server_type=settings.server_type(role), ip=settings.private_ip(name),
             labels=settings.labels(role), firewall=settings.firewall_name(role),
-            key_fingerprints=fingerprints, volume_name=settings.volume_name(name),
+            key_md5_fingerprints=md5_fingerprints, volume_name=settings.volume_name(name),
             volume_size=settings.volume_size(role), volume_labels=settings.labels(role),
         )
         for role in ROLES

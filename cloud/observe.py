@@ -16,7 +16,7 @@ from .desired import KeySpec
 @dataclass
 class Observed:
     keys: dict  # our SSH keys by name
-    keys_by_fingerprint: dict  # the configured keys' fingerprints -> the project's key with it (ours or not)
+    keys_by_md5_fingerprint: dict  # the configured keys' MD5 fingerprints -> the project's key with it (ours or not)
     networks: dict
     firewalls: dict
     placement_groups: dict
@@ -50,7 +50,7 @@ def observe(client: hcloud.Client, settings: Settings, keys: list[KeySpec] = ())
         "zone": lambda: _zone(client, settings),
     }
     for key in keys:
-        queries[key.fingerprint] = lambda fp=key.fingerprint: client.ssh_keys.get_list(fingerprint=fp).ssh_keys
+        queries[key.md5_fingerprint] = lambda fp=key.md5_fingerprint: client.ssh_keys.get_list(fingerprint=fp).ssh_keys
     with ThreadPoolExecutor(max_workers=len(queries)) as pool:
         futures = {name: pool.submit(query) for name, query in queries.items()}
         results = {name: future.result() for name, future in futures.items()}
@@ -59,7 +59,7 @@ def observe(client: hcloud.Client, settings: Settings, keys: list[KeySpec] = ())
         keys=results.pop("keys"), networks=results.pop("networks"), firewalls=results.pop("firewalls"),
         placement_groups=results.pop("placement_groups"), servers=results.pop("servers"),
         volumes=results.pop("volumes"), zone=zone, rrsets=rrsets,
-        keys_by_fingerprint={fp: found[0] for fp, found in results.items() if found},
+        keys_by_md5_fingerprint={fp: found[0] for fp, found in results.items() if found},
     )
 
 

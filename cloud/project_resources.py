@@ -20,7 +20,7 @@ ADMIN_KEY_SETTINGS = "SSH_PUBLIC_KEY_PATH, SSH_EXTRA_PUBLIC_KEY_PATHS"
 def plan_keys(ctx: Context) -> list[Step]:
     """The project's SSH keys are the admin keys (desired.key_specs). Hetzner uses them only when it creates a
     server: a key added or deleted here changes no existing server (the deploy manages root's authorized_keys)."""
-    wanted = {spec.fingerprint for spec in ctx.keys}
+    wanted = {spec.md5_fingerprint for spec in ctx.keys}
     deletes = [Step("delete", "ssh key", name, f"fingerprint {key.fingerprint} is not an admin key "
                     f"({ADMIN_KEY_SETTINGS}); existing servers keep it until the next deploy writes root's "
                     "authorized_keys",
@@ -28,9 +28,9 @@ def plan_keys(ctx: Context) -> list[Step]:
                for name, key in sorted(ctx.observed.keys.items()) if key.fingerprint not in wanted]
     renames, onto_held_names, creates, steps = [], [], [], []
     for spec in ctx.keys:
-        found = ctx.observed.keys_by_fingerprint.get(spec.fingerprint)
+        found = ctx.observed.keys_by_md5_fingerprint.get(spec.md5_fingerprint)
         if found is None:
-            creates.append(Step("create", "ssh key", spec.name, f"{spec.setting}, fingerprint {spec.fingerprint}; "
+            creates.append(Step("create", "ssh key", spec.name, f"{spec.setting}, fingerprint {spec.md5_fingerprint}; "
                                 "given to servers created from now on, existing ones get it from the deploy",
                                 lambda ctx, spec=spec: _create_key(ctx, spec), target=KEYS_TARGET))
             creates += _new_admin_key_warning(ctx, spec)
@@ -47,7 +47,7 @@ def plan_keys(ctx: Context) -> list[Step]:
                     lambda ctx, key=found, name=spec.name: ctx.client.ssh_keys.update(key, name=name),
                     target=KEYS_TARGET))
             elif not drift:
-                steps.append(Step("unchanged", "ssh key", spec.name, f"fingerprint {spec.fingerprint}"))
+                steps.append(Step("unchanged", "ssh key", spec.name, f"fingerprint {spec.md5_fingerprint}"))
     return deletes + renames + onto_held_names + creates + steps
 
 
@@ -64,7 +64,7 @@ def _new_admin_key_warning(ctx: Context, spec: KeySpec) -> list[Step]:
 
 def _create_key(ctx: Context, spec: KeySpec) -> None:
     key = ctx.client.ssh_keys.create(name=spec.name, public_key=spec.public_key, labels=ctx.settings.labels())
-    ctx.observed.keys_by_fingerprint[spec.fingerprint] = key
+    ctx.observed.keys_by_md5_fingerprint[spec.md5_fingerprint] = key
 
 
 # -- network ----------------------------------------------------------------------------------------------

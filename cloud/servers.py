@@ -84,7 +84,8 @@ def plan_servers(ctx: Context) -> list[Step]:
         volume = ctx.observed.volumes.get(spec.volume_name)
         creating = []
         if server is None:
-            keys = f"{len(spec.key_fingerprints)} admin key{'s' if len(spec.key_fingerprints) > 1 else ''} for root"
+            count = len(spec.key_md5_fingerprints)
+            keys = f"{count} admin key{'s' if count > 1 else ''} for root"
             creating.append(Step("create", "server", spec.name,
                                  f"{spec.server_type}, {ctx.settings.server_image}, {ctx.settings.location}, "
                                  f"IPv4+IPv6, firewall {spec.firewall}, {keys}, no user_data",
@@ -215,7 +216,7 @@ def _create_server(ctx: Context, spec: ServerSpec) -> None:
     response = ctx.client.servers.create(
         name=spec.name, server_type=ctx.catalog.server_types[role], image=ctx.catalog.images[role],
         location=ctx.catalog.location, labels=spec.labels, start_after_create=True,
-        ssh_keys=[observed.keys_by_fingerprint[fp] for fp in spec.key_fingerprints],
+        ssh_keys=[observed.keys_by_md5_fingerprint[fp] for fp in spec.key_md5_fingerprints],
         firewalls=[observed.firewalls[spec.firewall]],
         placement_group=observed.placement_groups[ctx.settings.placement_group_name] if role == "dokku" else None,
         public_net=ServerCreatePublicNetwork(enable_ipv4=True, enable_ipv6=True),

@@ -29,7 +29,7 @@ NO_KEY_FILE = "/nonexistent/dokku-initial-key"  # dokku/key_file: under Debian's
 PLUGIN_MARKERS = "/var/lib/mindroom-infra/dokku-plugins"
 
 
-def fingerprint(public_key: str) -> str:
+def sha256_fingerprint(public_key: str) -> str:
     """OpenSSH's SHA256 fingerprint of a public key line, as `dokku ssh-keys:list` shows it."""
     try:
         blob = base64.b64decode(public_key.split()[1], validate=True)
@@ -40,8 +40,8 @@ def fingerprint(public_key: str) -> str:
 
 @snapshot_operation(lambda **_: {"dokku": True})
 def ssh_key(key_name: str, public_key: str):
-    """Dokku's ssh-key `key_name` is `public_key`: added when missing, replaced when its fingerprint differs."""
-    wanted = fingerprint(public_key)
+    """Dokku's ssh-key `key_name` is `public_key`: added when missing, replaced when its SHA256 fingerprint differs."""
+    wanted = sha256_fingerprint(public_key)
     current = snapshot.read()["dokku"].get("ssh_keys", {}).get(key_name)
     if current == wanted:
         host.noop(f"dokku ssh-key {key_name} is {wanted}")

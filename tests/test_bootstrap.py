@@ -13,7 +13,7 @@ from hcloud.images.domain import Image
 from hcloud.server_types.domain import ServerType
 from hcloud.zones.domain import ZoneRecord
 
-from cloud.desired import fingerprint
+from cloud.desired import md5_fingerprint
 from cloud.probe import answers_ssh
 from tests.fakecloud import FakeCloud
 from tests.fakecloud.harness import Harness, RecordingHooks, write_public_key
@@ -379,7 +379,7 @@ def test_admin_key_rotation_adds_the_new_key_then_promotes_it_and_never_touches_
     h = applied
     new_key = write_public_key(h.tmp_path / "new.pub", "new-laptop")
     extra = {"SSH_EXTRA_PUBLIC_KEY_PATHS": str(h.tmp_path / "new.pub")}
-    extra_name = f"mindroom-production-admin-{fingerprint(new_key).replace(':', '')[:8]}"
+    extra_name = f"mindroom-production-admin-{md5_fingerprint(new_key).replace(':', '')[:8]}"
     plan = h.run("plan", **extra)
     assert plan.code == 2 and rows(plan.out, "delete") == [] and rows(plan.out, "warning") == []
     [created] = rows(plan.out, "create")
@@ -397,7 +397,7 @@ def test_admin_key_rotation_adds_the_new_key_then_promotes_it_and_never_touches_
     plan = h.run("plan", **promoted)
     assert plan.code == 2 and rows(plan.out, "create") == [] and rows(plan.out, "warning") == []
     [deleted] = rows(plan.out, "delete")
-    assert "mindroom-production-admin " in deleted and fingerprint(h.admin_key) in deleted
+    assert "mindroom-production-admin " in deleted and md5_fingerprint(h.admin_key) in deleted
     [renamed] = rows(plan.out, "update")
     assert extra_name in renamed and "rename to mindroom-production-admin (SSH_PUBLIC_KEY_PATH)" in renamed
     done = h.run("apply", "--yes", **promoted)

@@ -13,7 +13,7 @@ from hcloud.images.domain import Image
 from hcloud.locations.domain import Location
 from hcloud.server_types.domain import ServerType
 
-from tests.fakecloud import CloudHooks, FakeCloud, Faults, fingerprint
+from tests.fakecloud import CloudHooks, FakeCloud, Faults, md5_fingerprint
 from tests.fakecloud.harness import write_public_key
 from tests.fakecloud.selectors import SelectorError, parse
 
@@ -63,7 +63,7 @@ def test_error_envelopes(fake, tmp_path):
     client = client_for(fake)
     public_key = write_public_key(tmp_path / "k.pub")
     key = client.ssh_keys.create(name="k", public_key=public_key)
-    assert key.fingerprint == fingerprint(public_key)
+    assert key.fingerprint == md5_fingerprint(public_key)
     for call, code in (
         (lambda: client.ssh_keys.create(name="k", public_key=write_public_key(tmp_path / "2.pub")), "uniqueness_error"),
         (lambda: client.ssh_keys.create(name="k2", public_key=public_key), "uniqueness_error"),

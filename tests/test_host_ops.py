@@ -109,11 +109,11 @@ def test_blank_volume_is_formatted_with_the_uuid_written_to_fstab(monkeypatch):
     assert mount == "mkdir -p /mnt/dokku-data && mount /mnt/dokku-data"
 
 
-def test_fingerprint_matches_openssh():
+def test_sha256_fingerprint_matches_openssh():
     key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGdHkUoG9wUMMKKFD8tJB4Q0e6lqlUIUu6YmZuGSPVZp provisioner"
     listed = subprocess.run(["ssh-keygen", "-l", "-E", "sha256", "-f", "/dev/stdin"], input=key,
                             capture_output=True, text=True, check=True).stdout
-    assert dokku.fingerprint(key) == listed.split()[1]
+    assert dokku.sha256_fingerprint(key) == listed.split()[1]
 
 
 def _run(op, snap, fake_host=None, diff=False, **args):

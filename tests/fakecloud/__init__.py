@@ -5,8 +5,8 @@ In-process: `fake = FakeCloud(state_file=None, hooks=None, action_latency=0.0); 
 127.0.0.1:PORT --state FILE --hooks module:Class`. Hooks: tests.fakecloud.hooks.CloudHooks.
 """
 
-from .cloud import fingerprint
+from .cloud import md5_fingerprint
 from .hooks import CloudHooks
 from .server import FakeCloud, Faults
 
-__all__ = ["FakeCloud", "Faults", "CloudHooks", "fingerprint"]
+__all__ = ["FakeCloud", "Faults", "CloudHooks", "md5_fingerprint"]

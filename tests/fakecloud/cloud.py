@@ -63,7 +63,7 @@ def _public(obj: dict) -> dict:
     return {key: copy.deepcopy(value) for key, value in obj.items() if not key.startswith("_")}
 
 
-def fingerprint(public_key: str) -> str:
+def md5_fingerprint(public_key: str) -> str:
     """Hetzner's SSH key fingerprint: MD5 of the key blob, colon-separated hex."""
     try:
         blob = base64.b64decode(public_key.split()[1], validate=True)
@@ -325,7 +325,7 @@ class Cloud:
     def create_ssh_keys(self, body: dict) -> dict:
         key = self._base("ssh_keys", body)
         public_key = str(body.get("public_key") or "").strip()
-        key.update(public_key=public_key, fingerprint=fingerprint(public_key))
+        key.update(public_key=public_key, fingerprint=md5_fingerprint(public_key))
         if any(other["fingerprint"] == key["fingerprint"] for other in self.state["ssh_keys"].values()):
             raise ApiError(409, "uniqueness_error", "SSH key with the same fingerprint already exists")
         self.state["ssh_keys"][key["id"]] = key

@@ -3,7 +3,7 @@ and Dokku's data on the volume. Checked through Dokku's own CLI where it has one
 
 import pytest
 
-from tasks.dokku import fingerprint
+from tasks.dokku import sha256_fingerprint
 from tests.hosts import live
 from tests.hosts.roles import group_data
 
@@ -82,7 +82,7 @@ def test_no_key_from_the_package(host):
 
 def test_provisioner_ssh_key_by_fingerprint(host):
     listed = host.check_output("dokku ssh-keys:list")
-    wanted = fingerprint(DATA["provisioner_public_key"])
+    wanted = sha256_fingerprint(DATA["provisioner_public_key"])
     assert f'{wanted} NAME="{DATA["provisioner_key_name"]}"' in listed
 
 

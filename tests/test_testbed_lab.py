@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.testbed import aptproxy, cloudhooks, guests, image, lab, layout, lxcfs, network, procs, volumes
+from tests.testbed import (aptproxy, cloudhooks, guest_image, guests, lab, layout, lxcfs, network, procs,
+                           volumes)
 
 pytestmark = pytest.mark.testbed
 CAP_SYS_TIME = 25
@@ -24,7 +25,7 @@ def scratch(tmp_path_factory):
     scratch_lab = Path("/var/tmp") / f"mindroom-testbed-test-{os.getpid()}"
     env_file = root / ".env.testbed"
     try:
-        image.extract_base(scratch_lab, image.ensure_image())
+        guest_image.extract_base(scratch_lab, guest_image.ensure_image())
         network.bridges_up()
         lxcfs.start(scratch_lab)
         aptproxy.start(scratch_lab, layout.BRIDGE_IP)

@@ -145,14 +145,14 @@ def test_step_running_over_its_timeout_is_killed_and_named(tmp_path):
 
 
 def test_guest_image_customisation(tmp_path):
-    from tests.testbed import image
+    from tests.testbed import guest_image
 
     for directory in ("etc/ssh", "etc/apt", "var/cache/apt/archives", "var/lib/apt/lists"):
         (tmp_path / directory).mkdir(parents=True)
     (tmp_path / "etc/ssh/ssh_host_ed25519_key").write_text("baked")
     (tmp_path / "etc/hostname").write_text("the-build-host\n")
     (tmp_path / "etc/apt/sources.list").write_text("deb http://old bookworm main\n")
-    image.customize(tmp_path, "http://mirror/debian", "http://mirror/debian-security")
+    guest_image.customize(tmp_path, "http://mirror/debian", "http://mirror/debian-security")
     proxy = (tmp_path / "etc/apt/apt.conf.d/00mindroom-testbed-proxy").read_text()
     assert f'Proxy "http://{layout.BRIDGE_IP}:{layout.APT_PROXY_PORT}"' in proxy
     assert f'Proxy::{layout.BRIDGE_IP} "DIRECT"' in proxy

@@ -14,7 +14,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from tests.testbed import aptproxy, aptserve, cloud, envfile, guests, image, layout, lxcfs, network, procs, volumes
+from tests.testbed import (aptproxy, aptserve, cloud, envfile, guest_image, guests, layout, lxcfs, network, procs,
+                           volumes)
 
 REQUIRED_TOOLS = ("systemd-nspawn", "debootstrap", "zstd", "ip", "losetup", "lxcfs", "ssh-keygen", "setsid")
 # Stand-ins with the shape start(lab, bridge_ip) -> settings / stop(lab), in start order.
@@ -56,7 +57,7 @@ def up(lab: Path = layout.LAB, cache: Path = layout.CACHE, dokku_servers: int = 
        env_file: Path = layout.ENV_FILE) -> dict[str, str]:
     check_host()
     lab.mkdir(parents=True, exist_ok=True)
-    image.extract_base(lab, image.ensure_image(cache))
+    guest_image.extract_base(lab, guest_image.ensure_image(cache))
     network.bridges_up()
     lxcfs.start(lab)
     aptproxy.start(lab, layout.BRIDGE_IP, cache / "apt-cacher-ng")

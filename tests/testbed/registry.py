@@ -1,6 +1,6 @@
 """A private container registry for the testbed: Debian's docker-registry on the bridge address, TLS from
 the lab's throwaway CA, bcrypt htpasswd auth (the registry rejects apr1/md5 entries). It holds the four
-service images (tests/testbed/images.py), pushed without a local Docker engine.
+service images (tests/testbed/service_images.py), pushed without a local Docker engine.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import bcrypt
 
-from tests.testbed import ca, images, procs
+from tests.testbed import ca, procs, service_images
 
 PORT = 5000
 USER = "mindroom"
@@ -53,7 +53,7 @@ def start(lab: Path, bridge_ip: str) -> dict[str, str]:
     procs.spawn(["docker-registry", "serve", str(config)], directory / "registry.pid", directory / "registry.log")
     procs.wait_for(lambda: procs.port_open(bridge_ip, PORT), 15, f"the registry on {bridge_ip}:{PORT}")
     address = f"{bridge_ip}:{PORT}"
-    images.push_all(address, USER, token, ca_cert)
+    service_images.push_all(address, USER, token, ca_cert)
     return {"REGISTRY": address, "REGISTRY_USER": USER, "REGISTRY_TOKEN": token, "REGISTRY_CA_CERT": str(ca_cert)}
 
 

@@ -28,7 +28,8 @@ PRODUCTION_HCLOUD_ENDPOINT = "https://api.hetzner.cloud/v1"
 LETSENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
 LETSENCRYPT_STAGING_DIRECTORY = "https://acme-staging-v02.api.letsencrypt.org/directory"
 
-# Private network (SPEC: 10.0.0.0/16, one cloud subnet 10.0.1.0/24 in eu-central).
+# Private network: 10.0.0.0/16 with one cloud subnet, 10.0.1.0/24 in eu-central (Dokku servers from .10, the
+# platform at .20).
 NETWORK_IP_RANGE = "10.0.0.0/16"
 SUBNET_IP_RANGE = "10.0.1.0/24"
 NETWORK_ZONE = "eu-central"
@@ -194,7 +195,7 @@ def _show(raw: str) -> str:
 # -- Stripe: the webhook endpoint bootstrap keeps (cloud/stripe_webhook.py), only when STRIPE_SECRET_KEY is set --
 STRIPE_DEFAULT_API_BASE = "https://api.stripe.com"
 STRIPE_WEBHOOK_PATH = "/stripe"  # on webhooks.DOMAIN, served by the stripe-handler
-STRIPE_WEBHOOK_EVENTS = (  # the events the stripe-handler serves (SPEC)
+STRIPE_WEBHOOK_EVENTS = (  # the events the stripe-handler serves: subscriptions' lifecycle and invoice payments
     "customer.subscription.created",
     "customer.subscription.updated",
     "customer.subscription.deleted",

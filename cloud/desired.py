@@ -95,7 +95,9 @@ def ipv6_address(network: str | None) -> str | None:
 
 
 def dns_records(settings: Settings, addresses: dict[str, tuple[str | None, str | None]]) -> list[Record]:
-    """SPEC's records. addresses: server name -> (ipv4, ipv6 address).
+    """The platform's DNS records: DOMAIN (A and AAAA) and the platform names (A) at the platform server, the
+    customer instances' wildcard (and *.m. for Matrix federation) at the first Dokku server. addresses: server
+    name -> (ipv4, ipv6 address).
 
     The wildcard (customer instances) points at the first Dokku server: a wildcard with several servers'
     addresses would send each request to a random server, while an instance lives on exactly one. Instances

@@ -22,7 +22,8 @@ environment = settings.environment
 ssh_port = SSH_PORT
 http_port = HTTP_PORT  # nginx's plain HTTP (the platform probes each Dokku server's)
 
-# Base (tasks/base.py): SPEC's packages, plus what the tasks themselves use.
+# Base (tasks/base.py): an operator's tools and the firewall, fail2ban and nginx every host runs, plus what the
+# tasks themselves use.
 base_packages = [
     "curl", "git", "ufw", "fail2ban", "htop", "ncdu", "tmux", "wget", "gnupg", "nginx", "ca-certificates",
     "unattended-upgrades",  # security updates (templates/base/20auto-upgrades.j2)
@@ -34,7 +35,8 @@ base_packages = [
 upgrade_marker = "/var/lib/mindroom-infra/first-upgrade"
 swap_file = "/swapfile"
 timezone = "Etc/UTC"
-# SPEC's kernel tuning shared by both roles; group files add role values in `sysctl_extra`.
+# Kernel tuning shared by both roles, for many concurrent connections (accept and SYN backlogs, outgoing ports);
+# group files add role values in `sysctl_extra`.
 sysctl = {
     "net.core.somaxconn": "65535",
     "net.ipv4.tcp_max_syn_backlog": "65535",

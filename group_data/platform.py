@@ -29,7 +29,8 @@ swap_size_mb = SWAP_SIZE_MB["platform"]
 mount_point = MOUNT_POINTS["platform"]
 sysctl_extra = {"net.ipv4.tcp_tw_reuse": "1"}
 
-# Beyond the base packages (SPEC: certbot, postgresql-client, redis-tools, jq; Docker comes from tasks/docker.py).
+# Beyond the base packages: certbot (tasks/tls.py), the PostgreSQL and Redis clients, jq, openssl, apache2-utils;
+# Docker comes from tasks/docker.py.
 platform_packages = ["nginx", "certbot", "postgresql-client", "redis-tools", "jq", "curl", "openssl", "apache2-utils"]
 
 platform_dir = PLATFORM_DIR

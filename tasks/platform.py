@@ -1,9 +1,9 @@
 """Platform services: the four MindRoom services from the private registry, run by Docker Compose.
 
-- /opt/platform/.env (root, 0600) is rendered from the local settings (group data `platform_env`), never from
-  user_data: the keys SPEC.md lists plus DOKKU_HOST (the first Dokku server's private IP) and DOKKU_HOSTS (all of
-  them, comma-separated), which this module takes from the inventory's Dokku hosts
-  (tasks/inventory_hosts.py).
+- /opt/platform/.env (root, 0600) is rendered from the local settings (group data `platform_env`: the services'
+  URLs and their Supabase, Stripe, registry and Hetzner credentials), never from user_data, plus DOKKU_HOST (the
+  first Dokku server's private IP) and DOKKU_HOSTS (all of them, comma-separated), which this module takes from
+  the inventory's Dokku hosts (tasks/inventory_hosts.py).
 - A changed secret restarts only the services that read it: compose.yaml names, per service, the .env keys it
   reads (group data `platform_service_env`) and compose resolves them from the .env file. `docker compose up`
   recreates a container only when its resolved configuration changed.

@@ -15,6 +15,7 @@ def group_data(group: str | None) -> dict:
 
 
 def in_container(host) -> bool:
-    """The deploy's own branch rule (tasks/facts.py ContainerVirt): what a container cannot do is configured,
-    not applied; tests check the configuration there and say so."""
+    """The deploy's own branch rule: on a host where `systemd-detect-virt --container` names a container (the host
+    snapshot's `container`), what a container cannot do (swapon, vm.* sysctls) is configured, not applied; tests
+    check the configuration there and say so."""
     return host.run("systemd-detect-virt --container").stdout.strip() not in ("", "none")

@@ -3,7 +3,7 @@ deploy uses (tasks/dokku.py), each stating the upstream behaviour and where it i
 re-read each source at the new tag and update the case and the stand-in together.
 
 Sources: dokku/dokku v0.38.27, dokku/sshcommand v0.20.2, dokku/plugn v0.17.1, dokku/dokku-letsencrypt 0.25.1,
-dokku/dokku-postgres 1.48.0. The stand-in runs offline from its built package: extracted into a temporary root
+dokku/dokku-postgres 1.48.0, dokku/dokku-redis 1.43.0. The stand-in runs offline from its built package: extracted into a temporary root
 (DOKKU_STANDIN_ROOT puts its paths there), its postinst's own functions set the plugin layout up, and the real
 sshcommand from the same repository handles the ssh-keys. Stubs stand only for what needs a system: `crontab`
 (dokku's crontab in a file), `getent` and `sh -c "echo ~dokku"` (sshcommand's user lookup: no dokku user here).
@@ -256,6 +256,139 @@ def check_ssh_keys_remove(root):
     assert dokku(root, "ssh-keys:add", "provisioner", stdin=KEY + "\n").returncode == 0  # the name is free again
 
 
+# -- dokku-postgres 1.48.0 / dokku-redis 1.43.0 (identical common-functions and subcommands/*; each plugin's own
+# functions and config). Without a tty (stdin here is a pipe) Dokku sets DOKKU_QUIET_OUTPUT, so the *_quiet lines
+# are not printed. What needs the servers themselves (connect, export, import's data) is proven on the lab.
+POSTGRES_URL, REDIS_URL = "https://github.com/dokku/dokku-postgres.git", "https://github.com/dokku/dokku-redis.git"
+
+
+def with_service_plugin(root, prefix):
+    url = POSTGRES_URL if prefix == "postgres" else REDIS_URL
+    tag = "1.48.0" if prefix == "postgres" else "1.43.0"
+    assert dokku(root, "plugin:install", url, "--committish", tag, "--name", prefix).returncode == 0
+    return root / "var/lib/dokku/services" / prefix
+
+
+def service(root, *args, stdin=""):
+    return dokku(root, *args, stdin=stdin)
+
+
+def check_service_create(root):
+    absent = service(root, "postgres:create", "db")
+    assert absent.returncode == 1 and "is not a dokku command." in absent.stderr  # only with the plugin installed
+    services = with_service_plugin(root, "postgres")
+    for bad in ("bad.name", "a/b", ""):
+        refused = service(root, "postgres:create", *([bad] if bad else []))
+        assert refused.returncode == 1 and refused.stderr == (
+            " !     Please specify a valid name for the service. Valid characters are: [A-Za-z0-9_]+\n")
+    created = service(root, "postgres:create", "my-db")
+    assert created.returncode == 0, created.stderr
+    assert "=====> Postgres container created: my-db\n" in created.stdout
+    service_root = services / "my-db"
+    password = (service_root / "PASSWORD").read_text()
+    assert re.fullmatch(r"[0-9a-f]{32}\n", password) and (service_root / "PASSWORD").stat().st_mode & 0o777 == 0o640
+    assert {path.name: path.read_text() for path in service_root.iterdir() if path.is_file()} == {
+        "PASSWORD": password, "LINKS": "", "ENV": "\n", "CONFIG_OPTIONS": "\n", "IMAGE": "postgres\n",
+        "IMAGE_VERSION": "18.4\n", "DATABASE_NAME": "my_db\n", "ID": "dokku-postgres@my-db.service\n"}
+    assert (service_root / "data").is_dir()
+    again = service(root, "postgres:create", "my-db")
+    assert again.returncode == 1 and again.stderr == " !     Postgres service my-db already exists\n"
+
+
+def check_service_list(root):
+    with_service_plugin(root, "postgres")
+    empty = service(root, "postgres:list")
+    assert (empty.returncode, empty.stdout, empty.stderr) == (0, "", " !     There are no Postgres services\n")
+    for name in ("zeta", "alpha"):
+        service(root, "postgres:create", name)
+    listed = service(root, "postgres:list")
+    assert (listed.returncode, listed.stdout) == (0, "alpha\nzeta\n")  # no `=====> Postgres services` without a tty
+    assert service(root, "--quiet", "postgres:list").stdout == "alpha\nzeta\n"
+
+
+def check_service_exists(root):
+    with_service_plugin(root, "postgres")
+    service(root, "postgres:create", "db")
+    assert service(root, "postgres:exists", "db").stdout == "-----> Service db exists\n"
+    for name in ("nope", "../postgres"):
+        missing = service(root, "postgres:exists", name)
+        assert missing.returncode == 1 and missing.stderr == f" !     Postgres service {name} does not exist\n"
+    unnamed = service(root, "postgres:exists")
+    assert unnamed.returncode == 1 and "Please specify a valid name for the service" in unnamed.stderr
+
+
+def check_service_info(root):
+    services = with_service_plugin(root, "postgres")
+    service(root, "postgres:create", "my_db")
+    password = (services / "my_db/PASSWORD").read_text().strip()
+    assert service(root, "postgres:info", "my_db", "--dsn").stdout == \
+        f"postgres://postgres:{password}@dokku-postgres-my-db:5432/my_db\n"
+    assert service(root, "postgres:info", "my_db", "--data-dir").stdout == f"{services}/my_db/data\n"
+    assert service(root, "postgres:info", "my_db", "--version").stdout == "postgres:18.4\n"
+    lines = service(root, "postgres:info", "my_db").stdout.splitlines()
+    assert lines[0] == f"       Config dir:          {services}/my_db/data" and lines[2].startswith("       Data dir: ")
+    invalid = service(root, "postgres:info", "my_db", "--nope")
+    assert invalid.returncode == 1 and " !     Invalid flag passed, valid flags: --config-dir --config-options " \
+        "--data-dir --dsn --exposed-ports --id --internal-ip --initial-network --links --post-create-network " \
+        "--post-start-network --service-root --status --version\n" == invalid.stderr
+
+
+def check_service_destroy(root):
+    services = with_service_plugin(root, "postgres")
+    service(root, "postgres:create", "db")
+    wrong = service(root, "postgres:destroy", "db", stdin="other\n")
+    assert wrong.returncode == 1 and wrong.stderr.endswith(" !     Confirmation did not match db. Aborted.\n")
+    assert ' !     To proceed, type "db"\n' in wrong.stderr
+    no_answer = service(root, "postgres:destroy", "db")  # `read` at end of input fails: set -e, no message
+    assert no_answer.returncode == 1 and "Confirmation" not in no_answer.stderr and (services / "db").is_dir()
+    (services / "db/LINKS").write_text("some-app\n")
+    linked = service(root, "postgres:destroy", "db", "--force")
+    assert linked.returncode == 1 and linked.stderr == " !     Cannot delete linked service\n"
+    (services / "db/LINKS").write_text("")
+    (root / "var/lib/dokku/config/postgres/db").mkdir(parents=True)
+    confirmed = service(root, "postgres:destroy", "db", stdin="db\n")
+    assert confirmed.returncode == 0 and confirmed.stdout.endswith("=====> Postgres container deleted: db\n")
+    assert not (services / "db").exists() and not (root / "var/lib/dokku/config/postgres/db").exists()
+    for force in (["db", "force"], ["db", "-f"], ["db", "--force"], ["--force", "db"]):
+        service(root, "postgres:create", "db")
+        args = ["--force", "postgres:destroy", "db"] if force[0] == "--force" else ["postgres:destroy", *force]
+        assert service(root, *args).returncode == 0 and not (services / "db").exists(), force
+    missing = service(root, "postgres:destroy", "db", "--force")
+    assert missing.returncode == 1 and missing.stderr == " !     Postgres service db does not exist\n"
+
+
+def check_service_import(root):
+    with_service_plugin(root, "postgres")
+    service(root, "postgres:create", "db")
+    primary, secondary = os.openpty()
+    try:
+        on_tty = subprocess.run(["python3", str(root / "usr/bin/dokku"), "postgres:import", "db"], env=env(root),
+                                stdin=secondary, capture_output=True, text=True)
+    finally:
+        os.close(primary)
+        os.close(secondary)
+    assert on_tty.returncode == 1 and on_tty.stderr == " !     No data provided on stdin.\n"
+    for subcommand in ("import", "export", "connect"):
+        missing = service(root, f"postgres:{subcommand}", "nope")
+        assert missing.returncode == 1 and missing.stderr == " !     Postgres service nope does not exist\n"
+
+
+def check_redis_create(root):
+    services = with_service_plugin(root, "redis")
+    created = service(root, "redis:create", "cache")
+    assert created.returncode == 0 and "=====> Redis container created: cache\n" in created.stdout
+    password = (services / "cache/PASSWORD").read_text().strip()
+    assert re.fullmatch(r"[0-9a-f]{64}", password)
+    assert (services / "cache/config/redis.conf").read_text() == f"requirepass {password}\n"
+    assert (services / "cache/IMAGE").read_text() + (services / "cache/IMAGE_VERSION").read_text() == "redis\n8.8.0\n"
+    assert service(root, "redis:info", "cache", "--dsn").stdout == f"redis://:{password}@dokku-redis-cache:6379\n"
+    assert service(root, "redis:info", "cache", "--config-dir").stdout == f"{services}/cache/config\n"
+    empty = service(root, "postgres:list")  # the plugins keep apart
+    assert "is not a dokku command." in empty.stderr
+    assert service(root, "redis:list").stdout == "cache\n"
+    assert service(root, "redis:destroy", "cache", "-f").stdout == "=====> Redis container deleted: cache\n"
+
+
 @dataclasses.dataclass
 class Case:
     subcommand: str
@@ -303,6 +436,42 @@ FIDELITY = [
     Case("ssh-keys:remove NAME", "sshcommand acl-remove deletes the NAME line",
          "dokku v0.38.27 plugins/ssh-keys/subcommands/remove; sshcommand v0.20.2 sshcommand-acl-remove",
          check_ssh_keys_remove),
+    Case("postgres:create NAME", "a command once the plugin is installed; refuses names outside [A-Za-z0-9_-]+ with "
+         "a message naming [A-Za-z0-9_]+, and an existing service; writes services/postgres/NAME/{data/,LINKS,"
+         "PASSWORD (openssl rand -hex 16, 0640),ENV,CONFIG_OPTIONS,IMAGE,IMAGE_VERSION,DATABASE_NAME (. and - made _)"
+         ",ID (--cidfile)}; the image is the Dockerfile's postgres:18.4; then `createdb -E utf8 DATABASE_NAME`",
+         "dokku-postgres 1.48.0 functions service_create, service_create_container; common-functions "
+         "is_valid_service_name, service_commit_config, write_database_name; config; Dockerfile", check_service_create),
+    Case("postgres:list", "the service directories' names, one a line, after a `=====> Postgres services` line that "
+         "is *_quiet (the entry script sets DOKKU_QUIET_OUTPUT without a tty, and for --quiet); none: the warning "
+         "` !     There are no Postgres services` on stderr, exit 0",
+         "dokku-postgres 1.48.0 common-functions service_list, fn-services-list; dokku v0.38.27 dokku "
+         "(`! has_tty && DOKKU_QUIET_OUTPUT=1`), plugins/common/functions parse_args, dokku_log_info2_quiet",
+         check_service_list),
+    Case("postgres:exists NAME", "`-----> Service NAME exists`, or ` !     Postgres service NAME does not exist`, exit 1",
+         "dokku-postgres 1.48.0 subcommands/exists, common-functions verify_service_name", check_service_exists),
+    Case("postgres:info NAME [--FLAG]", "one line per flag_map entry (`%-20s %-25s` of the capitalised key), or the "
+         "value of one flag; --dsn postgres://postgres:PASSWORD@dokku-postgres-NAME:5432/DATABASE_NAME; an unknown "
+         "flag lists the valid ones", "dokku-postgres 1.48.0 common-functions service_info, service_dns_hostname; "
+         "functions service_url", check_service_info),
+    Case("postgres:destroy NAME [--force]", "refuses a linked service (LINKS not empty); without force/-f/--force "
+         "(or the global --force) reads the name from stdin, a mismatch aborts with exit 1, end of input exits 1 "
+         "silently (`read` under set -e); removes SERVICE_ROOT and config/postgres/NAME; `=====> Postgres container "
+         "deleted: NAME`", "dokku-postgres 1.48.0 subcommands/destroy; dokku v0.38.27 plugins/common/functions "
+         "parse_args (--force sets DOKKU_APPS_FORCE_DELETE)", check_service_destroy),
+    Case("postgres:import NAME (dump on stdin)", "refuses a tty on stdin (` !     No data provided on stdin.`); "
+         "then `pg_restore -cO --if-exists -d DATABASE_NAME -U postgres -w` reads stdin. export: `pg_dump -Fc "
+         "--no-acl --no-owner -U postgres -w DATABASE_NAME` to stdout; connect: `psql -v ON_ERROR_STOP=1 -U postgres "
+         "DATABASE_NAME` on stdin (round trip on the lab: tests/test_e2e.py _check_service_dumps)",
+         "dokku-postgres 1.48.0 functions service_import, service_export, service_connect; subcommands/import, "
+         "export, connect", check_service_import),
+    Case("redis:create NAME", "as postgres (the same common-functions and subcommands), with PASSWORD from "
+         "openssl rand -hex 32, config/redis.conf `requirepass PASSWORD`, redis:8.8.0, --dsn "
+         "redis://:PASSWORD@dokku-redis-NAME:6379, --config-dir SERVICE_ROOT/config. export: LASTSAVE, BGSAVE, "
+         "LASTSAVE until it changes, then /data/dump.rdb to stdout; import: the container removed, stdin written to "
+         "data/dump.rdb, the service started; connect: redis-cli -a PASSWORD",
+         "dokku-redis 1.43.0 functions service_create, service_create_container, service_url, service_export, "
+         "service_import, service_connect; config (PLUGIN_CONFIG_SUFFIX=config); Dockerfile", check_redis_create),
 ]
 
 
@@ -312,8 +481,8 @@ def test_standin_does_what_dokku_does(case, root):
 
 
 def test_every_subcommand_the_deploy_runs_has_a_case():
-    """tasks/dokku.py's `dokku X` commands all appear in the table."""
-    source = (Path(__file__).resolve().parents[1] / "tasks/dokku.py").read_text()
+    """The `dokku X` commands of every task (tasks/dokku.py's, the backups' exports) all appear in the table."""
+    source = "".join(path.read_text() for path in (Path(__file__).resolve().parents[1] / "tasks").glob("*.py"))
     used = set(re.findall(r"\bdokku ([a-z-]+:[a-z-]+)", source))
     covered = {case.subcommand.split()[0] for case in FIDELITY}
     assert used and used <= covered, used - covered

@@ -1,10 +1,11 @@
 """The end-to-end gate: the whole platform on the local cloud, as an operator would run it (needs root).
 
 up -> bootstrap apply -> deploy (meanwhile a second deploy refuses, a third waits for the lock and then changes
-nothing; the platform's .env has the Stripe webhook's signing secret) -> marker file on every volume -> /run/reboot-required on every host -> second deploy changes nothing and
+nothing; the platform's .env has the Stripe webhook's signing secret) -> a postgres and a redis service exported, destroyed,
+re-created and imported with their data -> marker file on every volume -> /run/reboot-required on every host -> second deploy changes nothing and
 names them -> markers still there -> host tests -> node_exporter stopped on a Dokku server: the host-down alert and
 its resolution reach the webhook receiver -> `maintain.py reboot --only-if-required` rolls every host, Dokku
-servers first -> markers still there -> host tests -> nothing needs a reboot -> bootstrap destroy
+servers first -> markers and the services' data still there -> host tests -> nothing needs a reboot -> bootstrap destroy
 (the Stripe webhook endpoint too) -> down.
 Each step is the project's own command in a subprocess; the first one that fails stops the gate with its log.
 `down` runs whatever happened (namespaces, links, mounts, loop devices, processes).
@@ -80,6 +81,49 @@ def _check_markers(runner: steps.Runner, token: str, when: str) -> None:
                  f"test \"$(stat -L -c %t:%T {shlex.quote(host['volume']['device'])})\" = "
                  f"\"$(stat -L -c %t:%T \"$(findmnt -n -o SOURCE --target {mount})\")\"")
         runner.run(f"marker on {host['name']}'s volume {when}", _ssh(host, check))
+
+
+# A Dokku postgres and redis service on the first Dokku server, round-tripped as backups use them: the dump is
+# real pg_dump custom format (pg_restore --list reads it) / a Redis RDB, and an import into a new service brings the
+# row / key back. Kept through the reboot roll: they must come back as the plugins' containers do (restart=always).
+SERVICES = {"postgres": "e2e_db", "redis": "e2e_cache"}
+
+
+def _service_reads(token: str) -> dict[str, tuple[str, str]]:
+    """Per plugin: what connect writes, and what reads it back."""
+    return {"postgres": (f"CREATE TABLE notes (body text); INSERT INTO notes VALUES ('{token}');",
+                         "SELECT body FROM notes;"),
+            "redis": (f"SET e2e {token}", "GET e2e")}
+
+
+def _check_service_data(runner: steps.Runner, token: str, when: str) -> None:
+    host = [host for host in _hosts() if host["role"] == "dokku"][0]
+    for plugin, name in SERVICES.items():
+        read = _service_reads(token)[plugin][1]
+        if token not in runner.run(f"{plugin} service {name} has its data {when}",
+                                   _ssh(host, f"echo {shlex.quote(read)} | dokku {plugin}:connect {name}")):
+            raise steps.StepFailed(f"the {plugin} service {name} lost its data {when}")
+
+
+def _check_service_dumps(runner: steps.Runner, token: str) -> None:
+    host = [host for host in _hosts() if host["role"] == "dokku"][0]
+    magic = {"postgres": "PGDMP", "redis": "REDIS"}
+    for plugin, name in SERVICES.items():
+        write = _service_reads(token)[plugin][0]
+        dump = f"/root/{name}.dump"
+        runner.run(f"{plugin}:create {name}", _ssh(host, f"dokku {plugin}:create {name}"))
+        runner.run(f"{plugin}:connect {name}: write", _ssh(host, f"echo {shlex.quote(write)} | "
+                                                                 f"dokku {plugin}:connect {name}"))
+        runner.run(f"{plugin}:export {name}", _ssh(host, f"dokku {plugin}:export {name} > {dump} && "
+                                                         f"test \"$(head -c 5 {dump})\" = {magic[plugin]}"))
+        if plugin == "postgres" and "TABLE public notes" not in runner.run(
+                "the dump is pg_dump's custom format", _ssh(host, f"pg_restore --list {dump}")):
+            raise steps.StepFailed("pg_restore --list does not show the table in the postgres:export dump")
+        runner.run(f"{plugin}:destroy {name} --force", _ssh(host, f"dokku {plugin}:destroy {name} --force && "
+                                                                  f"! dokku {plugin}:exists {name}"))
+        runner.run(f"{plugin}:create {name} again, import", _ssh(
+            host, f"dokku {plugin}:create {name} && dokku {plugin}:import {name} < {dump} && rm {dump}"))
+    _check_service_data(runner, token, "after export, destroy and import")
 
 
 EDITED_TEMPLATE = "templates/base/sshd.local.j2"
@@ -304,6 +348,7 @@ def test_platform_end_to_end(tmp_path_factory, capsys):
         runner.run("bootstrap apply", steps.apply())
         _check_certificate_issued(_concurrent_deploys(runner))
         _check_webhook_secret(runner)
+        _check_service_dumps(runner, token)
         _write_markers(runner, token)
         _flag_reboot_required(runner)
         second = runner.start("second deploy", steps.deploy("--json"))
@@ -315,6 +360,7 @@ def test_platform_end_to_end(tmp_path_factory, capsys):
         _check_host_down_alert(runner)
         _check_reboot_roll(runner.run("reboot roll", steps.reboot_roll()))
         _check_markers(runner, token, "after the reboot")
+        _check_service_data(runner, token, "after the reboot")
         _host_tests(runner, capsys, "after the reboot")
         if "No host needs a reboot." not in runner.run("no host needs a reboot any more", steps.reboot_roll()):
             raise steps.StepFailed("after the roll a host still has /run/reboot-required")

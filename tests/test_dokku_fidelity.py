@@ -3,10 +3,11 @@ deploy uses (tasks/dokku.py), each stating the upstream behaviour and where it i
 re-read each source at the new tag and update the case and the stand-in together.
 
 Sources: dokku/dokku v0.38.27, dokku/sshcommand v0.20.2, dokku/plugn v0.17.1, dokku/dokku-letsencrypt 0.25.1,
-dokku/dokku-postgres 1.48.0, dokku/dokku-redis 1.43.0. The stand-in runs offline from its built package: extracted into a temporary root
-(DOKKU_STANDIN_ROOT puts its paths there), its postinst's own functions set the plugin layout up, and the real
-sshcommand from the same repository handles the ssh-keys. Stubs stand only for what needs a system: `crontab`
-(dokku's crontab in a file), `getent` and `sh -c "echo ~dokku"` (sshcommand's user lookup: no dokku user here).
+dokku/dokku-postgres 1.48.0, dokku/dokku-redis 1.43.0. The stand-in runs offline from its built package: extracted
+into a temporary root (DOKKU_STANDIN_ROOT puts its paths there), its postinst's own functions set the plugin layout
+up, and the real sshcommand from the same repository handles the ssh-keys. Stubs stand only for what needs a system:
+`crontab` (dokku's crontab in a file), `getent` and `sh -c "echo ~dokku"` (sshcommand's user lookup: no dokku user
+here).
 """
 
 from __future__ import annotations
@@ -448,7 +449,8 @@ FIDELITY = [
          "dokku-postgres 1.48.0 common-functions service_list, fn-services-list; dokku v0.38.27 dokku "
          "(`! has_tty && DOKKU_QUIET_OUTPUT=1`), plugins/common/functions parse_args, dokku_log_info2_quiet",
          check_service_list),
-    Case("postgres:exists NAME", "`-----> Service NAME exists`, or ` !     Postgres service NAME does not exist`, exit 1",
+    Case("postgres:exists NAME",
+         "`-----> Service NAME exists`, or ` !     Postgres service NAME does not exist`, exit 1",
          "dokku-postgres 1.48.0 subcommands/exists, common-functions verify_service_name", check_service_exists),
     Case("postgres:info NAME [--FLAG]", "one line per flag_map entry (`%-20s %-25s` of the capitalised key), or the "
          "value of one flag; --dsn postgres://postgres:PASSWORD@dokku-postgres-NAME:5432/DATABASE_NAME; an unknown "
@@ -468,7 +470,8 @@ FIDELITY = [
     Case("redis:create NAME", "as postgres (the same common-functions and subcommands), with PASSWORD from "
          "openssl rand -hex 32, config/redis.conf `requirepass PASSWORD`, redis:8.8.0, --dsn "
          "redis://:PASSWORD@dokku-redis-NAME:6379, --config-dir SERVICE_ROOT/config. export: LASTSAVE, BGSAVE, "
-         "LASTSAVE until it changes, then /data/dump.rdb to stdout; import: the container removed, stdin written to "
+         "LASTSAVE until it changes (for good, when the last save was in the same second), then /data/dump.rdb to "
+         "stdout; import: the container removed, stdin written to "
          "data/dump.rdb, the service started; connect: redis-cli -a PASSWORD",
          "dokku-redis 1.43.0 functions service_create, service_create_container, service_url, service_export, "
          "service_import, service_connect; config (PLUGIN_CONFIG_SUFFIX=config); Dockerfile", check_redis_create),

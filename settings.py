@@ -79,6 +79,16 @@ PLATFORM_SUBDOMAINS = ("app", "admin", "api", "webhooks")
 
 DOKKU_DEPLOY_USER = "dokku-deploy"
 DOKKU_PROVISIONER_KEY_NAME = "provisioner"
+# Dokku's plugins by name: (git URL, release tag) for `dokku plugin:install URL --committish TAG --name NAME`.
+# Pinned so that servers set up on different days run the same plugin code; bump a tag after reading the plugin's
+# release notes and apply it with `python maintain.py upgrade` (one Dokku server at a time; the deploy installs
+# plugins on a new server but leaves an installed plugin at its tag). The database version is chosen per service
+# (e.g. `POSTGRES_IMAGE_VERSION`). Resource limits are Dokku's core `resource` plugin (`dokku resource:limit`).
+DOKKU_PLUGINS = {
+    "postgres": ("https://github.com/dokku/dokku-postgres.git", "1.48.0"),
+    "redis": ("https://github.com/dokku/dokku-redis.git", "1.43.0"),
+    "letsencrypt": ("https://github.com/dokku/dokku-letsencrypt.git", "0.25.1"),
+}
 
 
 class SecretValues(Mapping):

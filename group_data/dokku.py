@@ -3,8 +3,8 @@
 import sys
 
 from settings import (
-    DOKKU_DEPLOY_USER, DOKKU_PROVISIONER_KEY_NAME, MOUNT_POINTS, PUBLIC_PORTS, SWAP_SIZE_MB, SettingsError,
-    load_settings,
+    DOKKU_DEPLOY_USER, DOKKU_PLUGINS, DOKKU_PROVISIONER_KEY_NAME, MOUNT_POINTS, PUBLIC_PORTS, SWAP_SIZE_MB,
+    SettingsError, load_settings,
 )
 
 try:
@@ -29,15 +29,7 @@ dokku_apt_suite = settings.dokku_apt_suite
 dokku_packages = ["cron", "docker-buildx"]
 deploy_user = DOKKU_DEPLOY_USER
 provisioner_key_name = DOKKU_PROVISIONER_KEY_NAME
-# Plugins by name: (git URL, release tag) for `dokku plugin:install URL --committish TAG --name NAME`; a changed
-# tag is applied with `dokku plugin:update NAME TAG`. Pinned so that servers set up on different days run the same
-# plugin code; bump a tag after reading the plugin's release notes (the database version is chosen per service,
-# e.g. `POSTGRES_IMAGE_VERSION`). Resource limits are Dokku's core `resource` plugin (`dokku resource:limit`).
-dokku_plugins = {
-    "postgres": ("https://github.com/dokku/dokku-postgres.git", "1.48.0"),
-    "redis": ("https://github.com/dokku/dokku-redis.git", "1.43.0"),
-    "letsencrypt": ("https://github.com/dokku/dokku-letsencrypt.git", "0.25.1"),
-}
+dokku_plugins = DOKKU_PLUGINS  # pinned release tags (settings.DOKKU_PLUGINS)
 # Global plugin properties (`dokku <plugin>:set --global <property> <value>`). No server-tokens: it is not an
 # nginx:set key; Dokku's /etc/nginx/conf.d/dokku.conf has `server_tokens off;` already.
 dokku_global_properties = {

@@ -1,6 +1,10 @@
 """Dokku: the package from Dokku's apt repo at DOKKU_VERSION (held), its debconf answers, global settings,
 plugins, the dokku-deploy user and Dokku's ssh-keys.
 
+Upgrades are not the deploy's: on a server that runs another Dokku version, or a plugin finished at another tag,
+the deploy leaves them alone and names the server at the end of the run; `python maintain.py upgrade` applies them
+one server at a time, its apps stopped meanwhile (tasks/upgrade.py, `upgrade=True` below).
+
 Dokku's state is compared through the host snapshot (tasks/snapshot.py), which reads Dokku's own files;
 commands run only for what differs.
 `ssh_key(key_name=..., public_key=...)` adds or replaces one of Dokku's ssh-keys by name and fingerprint; the platform
@@ -17,7 +21,7 @@ from pyinfra import host
 from pyinfra.api import OperationError, deploy
 from pyinfra.operations import server
 
-from tasks import ops, snapshot
+from tasks import ops, report, snapshot
 from tasks.snapshot import snapshot_operation
 
 DOKKU = "/usr/bin/dokku"
@@ -27,6 +31,8 @@ NO_KEY_FILE = "/nonexistent/dokku-initial-key"  # dokku/key_file: under Debian's
 # Where the deploy records, per plugin, the tag whose `dokku plugin:install`/`plugin:update` finished: Dokku marks
 # a plugin enabled (plugins/enabled/NAME) and pinned (.plugin_committish) before its install trigger runs.
 PLUGIN_MARKERS = "/var/lib/mindroom-infra/dokku-plugins"
+UPGRADE_COMMAND = "python maintain.py upgrade"
+_left: dict[str, dict[str, tuple[str, str]]] = {}  # per host, what the deploy left for the upgrade: {what: (now, wanted)}
 
 
 def sha256_fingerprint(public_key: str) -> str:
@@ -51,13 +57,29 @@ def ssh_key(key_name: str, public_key: str):
     yield f"echo {shlex.quote(public_key.strip())} | dokku ssh-keys:add {shlex.quote(key_name)}"
 
 
-def _plugin_commands(name: str, url: str, tag: str, state: dict | None) -> list[str]:
-    """What brings plugin `name` to `tag`, enabled, with its install finished (nothing when it is)."""
+def _left_for_the_upgrade(what: str, now: str, wanted: str) -> None:
+    _left.setdefault(host.name, {})[what] = (now, wanted)
+
+
+def _upgrade_lines() -> list[str]:
+    return [f"DOKKU UPGRADE PENDING on {name}: " + ", ".join(f"{what} {now} runs, {wanted} is configured"
+                                                            for what, (now, wanted) in left.items())
+            + f"; the deploy left it alone: run `{UPGRADE_COMMAND}` (one server at a time, its apps stopped meanwhile)"
+            for name, left in sorted(_left.items())]
+
+
+def _plugin_commands(name: str, url: str, tag: str, state: dict | None, upgrade: bool) -> list[str]:
+    """What brings plugin `name` to `tag`, enabled, with its install finished (nothing when it is). A plugin
+    whose install finished at another tag is updated only by the upgrade; the deploy leaves it and reports it."""
     if state and state["enabled"] and state["committish"] == tag and state["finished"] == tag:
+        return []
+    if state and state["enabled"] and state["committish"] == state["finished"] != "" and not upgrade:
+        _left_for_the_upgrade(f"plugin {name}", state["finished"], tag)
+        host.noop(f"dokku plugin {name} is at {state['finished']}, {tag} waits for `{UPGRADE_COMMAND}`")
         return []
     if not state:
         command = f"dokku plugin:install {shlex.quote(url)} --committish {shlex.quote(tag)} --name {shlex.quote(name)}"
-    else:  # an older tag, or an install or update that did not finish: update re-runs the update triggers
+    else:  # an older tag (the upgrade), or an install or update that did not finish: update re-runs the update triggers
         enable = "" if state["enabled"] else f"dokku plugin:enable {shlex.quote(name)} && "
         command = f"{enable}dokku plugin:update {shlex.quote(name)} {shlex.quote(tag)}"
     marker = f"{PLUGIN_MARKERS}/{name}"
@@ -65,9 +87,11 @@ def _plugin_commands(name: str, url: str, tag: str, state: dict | None) -> list[
 
 
 @snapshot_operation(lambda **_: {"dokku": True})
-def global_settings(domain: str, plugins: dict, properties: dict[str, str], renew_cron: bool = True):
-    """Global domain, plugins ({name: (git URL, release tag)}: installed at that tag, or updated to it), global
-    plugin properties and the letsencrypt renewal job, compared with Dokku's state in the host snapshot."""
+def global_settings(domain: str, plugins: dict, properties: dict[str, str], renew_cron: bool = True,
+                    upgrade: bool = False):
+    """Global domain, plugins ({name: (git URL, release tag)}: installed at that tag; updated to it only with
+    `upgrade`), global plugin properties and the letsencrypt renewal job, compared with Dokku's state in the host
+    snapshot."""
     dokku = snapshot.read()["dokku"]
     if not dokku:
         raise OperationError("dokku is not installed")
@@ -75,7 +99,7 @@ def global_settings(domain: str, plugins: dict, properties: dict[str, str], rene
     if dokku["vhosts"] != [domain]:
         commands.append(f"dokku domains:set-global {shlex.quote(domain)}")
     for name, (url, tag) in plugins.items():
-        commands += _plugin_commands(name, url, tag, dokku["plugins"].get(name))
+        commands += _plugin_commands(name, url, tag, dokku["plugins"].get(name), upgrade)
     for key, value in properties.items():
         if dokku["properties"].get(key) != value:
             plugin, _, prop = key.partition("/")
@@ -87,6 +111,32 @@ def global_settings(domain: str, plugins: dict, properties: dict[str, str], rene
     if not commands:
         host.noop("dokku's global settings, plugins and renewal job are in place")
     yield from commands
+
+
+@snapshot_operation(lambda **_: {})
+def package(version: str, extra: list[str]):
+    """dokku at `version` (held) and the `extra` packages. On a server that runs another Dokku version the package
+    is left alone and the server named at the end of the run: an upgrade stops the apps (`maintain.py upgrade`)."""
+    installed = snapshot.read()["packages"].get("dokku")
+    spec = f"dokku={version}"
+    if installed and installed != version:
+        _left_for_the_upgrade("Dokku", installed, version)
+        spec = "dokku"
+    yield from ops.packages._inner(packages=[spec, *extra], hold=["dokku"])
+
+
+@snapshot_operation(lambda **_: {})
+def upgrade_package(version: str):
+    """The held dokku package at `version`: unheld, installed, held again (its scripts run: prerm's cleanup,
+    postinst's core plugin install triggers); nothing when it is there already."""
+    snap = snapshot.read()
+    if snap["packages"].get("dokku") == version and "dokku" in snap["held"]:
+        host.noop(f"dokku {version} is installed and held")
+        return
+    yield "DEBIAN_FRONTEND=noninteractive apt-get update -q"
+    yield "apt-mark unhold dokku"
+    yield f"{ops.APT_INSTALL} {shlex.quote(f'dokku={version}')}"
+    yield "apt-mark hold dokku"
 
 
 @deploy("Dokku: install")
@@ -101,10 +151,11 @@ def install():
         dest="/etc/apt/sources.list.d/dokku.sources", mode="644",
         url=host.data.dokku_apt_repo_url, suite=host.data.dokku_apt_suite, keyring=KEYRING,
     )
-    package = ops.packages(name=f"Install dokku {host.data.dokku_version} (held)",
-                           packages=[f"dokku={host.data.dokku_version}", *host.data.dokku_packages], hold=["dokku"])
+    report.at_end("dokku-upgrade", _upgrade_lines)
+    installed = package(name=f"Install dokku {host.data.dokku_version} (held)", version=host.data.dokku_version,
+                        extra=host.data.dokku_packages)
     server.shell(name="Install Dokku's core plugin dependencies", commands=["dokku plugin:install-dependencies --core"],
-                 _if=package.did_change)
+                 _if=installed.did_change)
     mount_point = host.data.mount_point
     ops.move_onto(name=f"Keep /home/dokku on the volume ({mount_point}/dokku-home)", src="/home/dokku",
                   dest=f"{mount_point}/dokku-home", link=True, owner="dokku")
@@ -112,10 +163,15 @@ def install():
                   src="/var/lib/dokku/services", dest=f"{mount_point}/dokku-services", link=True, owner="dokku")
 
 
+def settings_and_plugins(upgrade: bool = False):
+    global_settings(name="Set Dokku's global domain, plugins, properties and renewal job"
+                    + (" (plugins updated to their tags)" if upgrade else ""), domain=host.data.domain,
+                    plugins=host.data.dokku_plugins, properties=host.data.dokku_global_properties, upgrade=upgrade)
+
+
 @deploy("Dokku: configure")
 def configure():
-    global_settings(name="Set Dokku's global domain, plugins, properties and renewal job", domain=host.data.domain,
-                    plugins=host.data.dokku_plugins, properties=host.data.dokku_global_properties)
+    settings_and_plugins()
     user = host.data.deploy_user
     # No supplementary groups: docker is root (mount / into a container) and sudo's %sudo rule allows everything;
     # the sudoers drop-in lets it run dokku as root, nothing else.

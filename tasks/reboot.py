@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import time
 
-from pyinfra import host, logger, state
+from pyinfra import host
 from pyinfra.api import FactBase, OperationError, deploy
-from pyinfra.api.state import BaseStateCallback
 from pyinfra.operations import python, server
 
-from tasks import snapshot
+from tasks import report, snapshot
 from tasks.snapshot import snapshot_operation
 
 REBOOT_REQUIRED = "/run/reboot-required"
@@ -24,31 +23,22 @@ SERVICES_TIMEOUT_SECONDS = 600
 _required: dict[str, bool] = {}
 
 
-class _ReportAtTheEnd(BaseStateCallback):
-    def __init__(self):
-        self.reported = False
-
-    def host_disconnect(self, state, host):
-        if self.reported:
-            return
-        self.reported = True
-        hosts = sorted(name for name, required in _required.items() if required)
-        if hosts:
-            logger.warning(f"REBOOT REQUIRED ({REBOOT_REQUIRED}): {', '.join(hosts)}; reboot them one at a time "
-                           "with `python maintain.py reboot --only-if-required`")
-
-
 @snapshot_operation(lambda **_: {"paths": [REBOOT_REQUIRED]})
 def _note_reboot_required():
     _required[host.name] = snapshot.read()["paths"].get(REBOOT_REQUIRED, "missing") != "missing"
     yield from ()
 
 
+def _reboot_lines() -> list[str]:
+    hosts = sorted(name for name, required in _required.items() if required)
+    return [f"REBOOT REQUIRED ({REBOOT_REQUIRED}): {', '.join(hosts)}; reboot them one at a time with "
+            "`python maintain.py reboot --only-if-required`"] if hosts else []
+
+
 def report_required() -> None:
     """Note whether this host needs a reboot (read with the host's snapshot: no extra round trip); the hosts
     that do are named once at the end of the run."""
-    if not any(isinstance(handler, _ReportAtTheEnd) for handler in state.callback_handlers):
-        state.add_callback_handler(_ReportAtTheEnd())
+    report.at_end("reboot", _reboot_lines)
     _note_reboot_required(name="Note whether the host needs a reboot")
 
 

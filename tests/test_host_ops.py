@@ -25,6 +25,7 @@ from tasks.facts import HostSnapshot, _empty
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 OPERATIONS = {"dokku.ssh_key": dokku.ssh_key, "dokku.global_settings": dokku.global_settings,
+              "dokku.package": dokku.package, "dokku.upgrade_package": dokku.upgrade_package,
               "platform.compose_up": platform.compose_up, "keys.ed25519_key": keys.ed25519_key,
               "keys.root_authorized_keys": keys.root_authorized_keys,
               "tls.certificate": tls.certificate,

@@ -10,6 +10,7 @@ import subprocess
 import pytest
 
 import maintain
+from settings import DOKKU_PLUGINS
 from tests.fakecloud.harness import Harness
 from tests.test_bootstrap_faults import started  # noqa: F401 - a fixture
 
@@ -29,32 +30,43 @@ def h(tmp_path, started):
     return harness
 
 
-class Pyinfra:
-    """Records maintain.py's pyinfra runs; `required` answers the RebootRequired fact, `failing` hosts fail."""
+DOKKU_ORDER = ORDER[:3]
+CURRENT = {"version": "0.38.27", "plugins": {name: tag for name, (_url, tag) in DOKKU_PLUGINS.items()},
+           "apps": ["demo"]}
 
-    def __init__(self, h, required=(), failing=()):
+
+class Pyinfra:
+    """Records maintain.py's pyinfra runs; `required` answers the RebootRequired fact, `releases` the DokkuRelease
+    fact ({server: changes over CURRENT}), `failing` hosts fail."""
+
+    def __init__(self, h, required=(), failing=(), releases=None):
         self.h, self.required, self.failing = h, set(required), set(failing)
+        self.releases = {name: {**CURRENT, **(releases or {}).get(name, {})} for name in DOKKU_ORDER}
         self.runs: list[tuple] = []
         self.locks_seen: list[list[str]] = []
 
     def __call__(self, *args, capture=False):
         self.runs.append(args)
         self.locks_seen.append([group["labels"]["command"] for group in self.h.fake.resources("placement_groups")])
-        if "fact" in args:
+        if maintain.REBOOT_REQUIRED_FACT in args:
             stdout = json.dumps({maintain.REBOOT_REQUIRED_FACT: {name: name in self.required for name in ORDER}})
             return subprocess.CompletedProcess(args, 0, stdout)
+        if maintain.DOKKU_RELEASE_FACT in args:
+            assert args[args.index("--limit") + 1] == "dokku", "only the Dokku servers are asked"
+            return subprocess.CompletedProcess(args, 0, json.dumps({maintain.DOKKU_RELEASE_FACT: self.releases}))
         host = args[args.index("--limit") + 1]
         return subprocess.CompletedProcess(args, 1 if host in self.failing else 0, None)
 
     def rebooted(self) -> list[str]:
-        return [args[args.index("--limit") + 1] for args in self.runs if "--limit" in args]
+        """The hosts a one-host step ran on (rebooted or upgraded), in order."""
+        return [args[args.index("--limit") + 1] for args in self.runs if "--limit" in args and "fact" not in args]
 
 
-def run(h, monkeypatch, pyinfra, *argv):
+def run(h, monkeypatch, pyinfra, *argv, command="reboot", settings=None):
     monkeypatch.setattr(maintain, "_pyinfra", pyinfra)
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stderr(err):
-        code = maintain.main(["reboot", *argv], h.env, out)
+        code = maintain.main([command, *argv], {**h.env, **(settings or {})}, out)
     return code, out.getvalue(), err.getvalue()
 
 
@@ -93,3 +105,69 @@ def test_a_bad_outputs_file_is_one_line(h, monkeypatch, tmp_path, text):
     code, _, err = run(h, monkeypatch, Pyinfra(h))
     assert code == 1 and err.startswith(f"error: OUTPUTS_FILE='{tmp_path / 'outputs.json'}' is not bootstrap's")
     assert len(err.splitlines()) == 1 and h.fake.requests == []
+
+
+NEXT = {"DOKKU_VERSION": "0.38.28"}
+
+
+def upgrade(h, monkeypatch, pyinfra, settings=NEXT):
+    return run(h, monkeypatch, pyinfra, command="upgrade", settings=settings)
+
+
+def test_nothing_to_upgrade_sends_nothing(h, monkeypatch):
+    pyinfra = Pyinfra(h)
+    code, out, err = upgrade(h, monkeypatch, pyinfra, settings={})
+    assert code == 0, err
+    assert out == "Every Dokku server runs Dokku 0.38.27 and its plugins at their tags.\n" and h.fake.requests == []
+    assert len(pyinfra.runs) == 1, "one read of the servers, no upgrade step"
+
+
+def test_the_upgrade_rolls_the_dokku_servers_one_at_a_time_by_private_ip_under_the_lock(h, monkeypatch):
+    pyinfra = Pyinfra(h)
+    code, out, err = upgrade(h, monkeypatch, pyinfra)
+    assert code == 0, err
+    assert pyinfra.rebooted() == DOKKU_ORDER, "the platform is no Dokku server"
+    assert [run[-1] for run in pyinfra.runs if "fact" not in run] == [maintain.UPGRADE.deploy] * 3
+    assert pyinfra.locks_seen[0] == [] and all(seen == ["upgrade"] for seen in pyinfra.locks_seen[1:]), \
+        "asked without the lock, asked again and upgraded under it"
+    lines = [line.split(" (")[0] for line in out.splitlines() if line.startswith("[")]
+    assert lines == [line for number, name in enumerate(DOKKU_ORDER, 1) for line in (
+        f"[{number}/3] upgrading {name}: Dokku 0.38.27 -> 0.38.28",
+        f"[{number}/3] {name} is upgraded: dokku version checked, its apps run again")]
+    assert out.endswith("Upgraded.\n") and h.fake.resources("placement_groups") == []
+
+
+def test_a_plugin_tag_alone_upgrades_the_servers_that_run_another_tag(h, monkeypatch):
+    older = {"plugins": {**CURRENT["plugins"], "redis": "1.42.0"}}
+    pyinfra = Pyinfra(h, releases={"mindroom-production-dokku-2": older})
+    code, out, err = upgrade(h, monkeypatch, pyinfra, settings={})
+    assert code == 0, err
+    assert pyinfra.rebooted() == ["mindroom-production-dokku-2"]
+    assert "[1/1] upgrading mindroom-production-dokku-2: plugin redis 1.42.0 -> 1.43.0\n" in out
+
+
+def test_a_failed_upgrade_stops_the_roll_naming_the_server_the_next_untouched(h, monkeypatch):
+    pyinfra = Pyinfra(h, failing=["mindroom-production-dokku-2"])
+    code, out, err = upgrade(h, monkeypatch, pyinfra)
+    assert code == 1 and err == ("error: the upgrade roll stopped at mindroom-production-dokku-2: its upgrade or its "
+                                 "check failed (pyinfra exit 1, output above); not upgraded (still serving on the old "
+                                 "version): mindroom-production-dokku-10\n")
+    assert pyinfra.rebooted() == DOKKU_ORDER[:2] and h.fake.resources("placement_groups") == []
+    assert "mindroom-production-dokku-1 is upgraded" in out
+
+
+def test_a_server_without_dokku_is_refused_before_the_lock(h, monkeypatch):
+    pyinfra = Pyinfra(h, releases={"mindroom-production-dokku-10": {"version": ""}})
+    code, _, err = upgrade(h, monkeypatch, pyinfra)
+    assert code == 1 and err.startswith("error: no Dokku on mindroom-production-dokku-10 yet: set it up with ")
+    assert h.fake.requests == [] and pyinfra.rebooted() == []
+
+
+def test_dokku_release_fact_reads_version_plugins_and_running_apps():
+    from tasks.upgrade import DokkuRelease
+
+    output = ["version=0.38.27", "plugin=postgres 1.48.0", "plugin=redis 1.43.0", "app=demo", "app=shop"]
+    assert DokkuRelease().process(output) == {"version": "0.38.27", "plugins": {"postgres": "1.48.0",
+                                                                                 "redis": "1.43.0"},
+                                              "apps": ["demo", "shop"]}
+    assert DokkuRelease().process([]) == {"version": "", "plugins": {}, "apps": []}

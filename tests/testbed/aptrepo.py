@@ -37,7 +37,7 @@ DEPENDENCIES = {
 # Core plugins the package ships in /var/lib/dokku/core-plugins/available (the stand-in implements their
 # subcommands; `resource` is the core plugin behind resource:limit, which the provisioner uses).
 CORE_PLUGINS = ("00_dokku-standard", "apps", "common", "config", "cron", "domains", "nginx-vhosts", "plugin",
-                "resource", "ssh-keys")
+                "ps", "resource", "ssh-keys")
 
 
 def _run(args: list[str], env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
@@ -74,6 +74,7 @@ def _build_dokku(repo_dir: Path, version: str) -> Path:
         "DEBIAN/templates": (standin("templates"), 0o644),
         "DEBIAN/config": (standin("config"), 0o755),
         "DEBIAN/postinst": (standin("postinst"), 0o755),
+        "DEBIAN/prerm": (standin("prerm"), 0o755),
         "usr/bin/dokku": (standin("dokku"), 0o755),
         **{f"{core}/{plugin}/plugin.toml": (
             f'[plugin]\ndescription = "dokku core {plugin} plugin"\nversion = "{version}"\n[plugin.config]\n', 0o644)

@@ -26,7 +26,7 @@ def test_repo_is_signed_and_lists_the_standin(tmp_path):
     assert "root/root" in listing and "./usr/bin/dokku" in listing
     assert "./var/lib/dokku/core-plugins/available/nginx-vhosts/templates/dokku.conf.sigil" in listing
     scripts = subprocess.run(["dpkg-deb", "-I", str(deb)], check=True, capture_output=True, text=True).stdout
-    assert all(name in scripts for name in ("postinst", "config", "templates"))
+    assert all(name in scripts for name in ("postinst", "prerm", "config", "templates"))
     sshcommand = repo / "pool/main/s/sshcommand/sshcommand_0.20.2_all.deb"
     listing = subprocess.run(["dpkg-deb", "-c", str(sshcommand)], check=True, capture_output=True, text=True).stdout
     assert "./usr/bin/sshcommand" in listing

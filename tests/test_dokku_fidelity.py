@@ -7,7 +7,8 @@ dokku/dokku-postgres 1.48.0, dokku/dokku-redis 1.43.0. The stand-in runs offline
 into a temporary root (DOKKU_STANDIN_ROOT puts its paths there), its postinst's own functions set the plugin layout
 up, and the real sshcommand from the same repository handles the ssh-keys. Stubs stand only for what needs a system:
 `crontab` (dokku's crontab in a file), `getent` and `sh -c "echo ~dokku"` (sshcommand's user lookup: no dokku user
-here).
+here), `docker` (containers and images in a JSON file, every call logged: the apps' cases check what Dokku asks of
+Docker).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ STUBS = {
                'elif [ "$1" = - ]; then cat > "$f"; else exit 2; fi\n',
     "getent": "#!/bin/sh\nexit 0\n",
     "sh": '#!/bin/sh\necho "$DOKKU_STANDIN_ROOT/home/dokku"\n',
+    "docker": (Path(__file__).resolve().parent / "fake_docker.py").read_text(),
 }
 
 # Dokku v0.38.27 debian/control, verbatim
@@ -390,6 +392,91 @@ def check_redis_create(root):
     assert service(root, "redis:destroy", "cache", "-f").stdout == "=====> Redis container deleted: cache\n"
 
 
+# -- apps and their processes: the upgrade roll's subcommands (tasks/upgrade.py) ---------------------------------
+def docker_state(root: Path) -> dict:
+    path = root / "docker.json"
+    return json.loads(path.read_text()) if path.exists() else {"containers": {}, "images": []}
+
+
+def docker_log(root: Path) -> list[str]:
+    path = root / "docker.log"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def deployed_app(root: Path, name: str = "demo") -> str:
+    """An app as Dokku's docker-local scheduler leaves it deployed: its image, a running container labelled for
+    it, its id in CONTAINER.web.1. Returns the container's id."""
+    assert dokku(root, "apps:create", name).returncode == 0
+    state = docker_state(root)
+    state["images"].append(f"dokku/{name}:latest")
+    container = f"c0ffee{len(state['containers']):06d}"
+    state["containers"][container] = {"name": f"{name}.web.1", "status": "running",
+                                      "labels": {"dokku": "", "com.dokku.app-name": name}}
+    (root / "docker.json").write_text(json.dumps(state))
+    (root / "home/dokku" / name / "CONTAINER.web.1").write_text(container + "\n")
+    return container
+
+
+def check_apps_create(root):
+    created = dokku(root, "apps:create", "demo")
+    assert created.returncode == 0 and "-----> Creating demo..." in created.stdout
+    assert (root / "home/dokku/demo").is_dir()
+    assert (root / "var/lib/dokku/config/apps/demo/created-at").read_text().isdigit()
+    taken = dokku(root, "apps:create", "demo")
+    assert taken.returncode == 1 and " !     Name is already taken" in taken.stderr
+    invalid = dokku(root, "apps:create", "Demo_1")
+    assert invalid.returncode == 1 and "App name must begin with lowercase alphanumeric character" in invalid.stderr
+
+
+def check_ps_stop(root):
+    none = dokku(root, "ps:stop", "--all")
+    assert none.returncode == 0 and "You haven't deployed any applications yet" in none.stderr
+    container = deployed_app(root)
+    assert dokku(root, "apps:create", "never-deployed").returncode == 0
+    stopped = dokku(root, "ps:stop", "--all")
+    assert stopped.returncode == 0, stopped.stderr
+    assert " !     Running stop in serial mode" in stopped.stderr
+    assert " !     App never-deployed has not been deployed" in stopped.stderr
+    assert "-----> Running stop against app demo" in stopped.stdout and "-----> Stopping demo" in stopped.stdout
+    assert [line for line in docker_log(root) if " ls " not in f" {line} "] == [
+        f"container update --restart=no {container}", f"container stop {container}"]
+    assert docker_state(root)["containers"][container]["status"] == "exited"
+    assert (root / "var/lib/dokku/config/ps/demo/restore").read_text() == "false"  # ps:restore leaves it stopped
+    missing = dokku(root, "ps:stop", "nope")
+    assert missing.returncode == 1 and " !     App nope does not exist" in missing.stderr
+
+
+def check_ps_rebuild(root):
+    old = deployed_app(root)
+    rebuilt = dokku(root, "ps:rebuild", "--all")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert " !     Running rebuild in serial mode" in rebuilt.stderr
+    state = docker_state(root)
+    [(new, container)] = state["containers"].items()
+    assert new != old and container["status"] == "running" and container["name"] == "demo.web.1"
+    assert container["labels"] == {"dokku": "", "com.dokku.app-name": "demo", "com.dokku.container-type": "deploy",
+                                   "com.dokku.process-type": "web", "com.dokku.dyno": "web.1"}
+    assert container["restart"] == "on-failure:10"
+    assert (root / "home/dokku/demo/CONTAINER.web.1").read_text() == f"{new}\n"
+    assert (root / "var/lib/dokku/config/ps/demo/restore").read_text() == "true"
+    assert dokku(root, "apps:create", "imageless").returncode == 0
+    failed = dokku(root, "ps:rebuild", "--all")  # every app is tried; the errors are counted
+    assert failed.returncode == 1 and "-----> Running rebuild against app imageless" in failed.stdout
+    assert "Error running rebuild against app imageless: App image (dokku/imageless:latest) not found" in failed.stderr
+    assert " !     rebuild command returned 1 errors" in failed.stderr
+
+
+def check_cleanup(root):
+    running = deployed_app(root)
+    exited = deployed_app(root, "old")
+    state = docker_state(root)
+    state["containers"][exited]["status"] = "exited"
+    state["containers"]["f00d"] = {"name": "not-dokkus", "status": "exited", "labels": {}}
+    (root / "docker.json").write_text(json.dumps(state))
+    assert dokku(root, "cleanup").returncode == 0
+    assert sorted(docker_state(root)["containers"]) == sorted([running, "f00d"])  # only Dokku's exited ones go
+
+
 @dataclasses.dataclass
 class Case:
     subcommand: str
@@ -475,6 +562,24 @@ FIDELITY = [
          "data/dump.rdb, the service started; connect: redis-cli -a PASSWORD",
          "dokku-redis 1.43.0 functions service_create, service_create_container, service_url, service_export, "
          "service_import, service_connect; config (PLUGIN_CONFIG_SUFFIX=config); Dockerfile", check_redis_create),
+    Case("apps:create APP", "checks the name (^[a-z0-9][a-z0-9.-]*$), refuses a taken one, makes DOKKU_ROOT/APP and "
+         "the apps created-at property", "dokku v0.38.27 plugins/apps/functions.go createApp, plugins/common/common.go "
+         "IsValidAppName", check_apps_create),
+    Case("ps:stop --all", "every app in turn (serial: --parallel defaults to 0, warned); an app not deployed is "
+         "skipped with a warning; each running container of the app: `container update --restart=no`, then "
+         "`container stop`; post-stop writes the ps restore property false; no apps: a warning, exit 0",
+         "dokku v0.38.27 plugins/ps/subcommands.go CommandStop, plugins/ps/ps.go Stop, plugins/common/parallel.go "
+         "RunCommandAgainstAllAppsSerially, plugins/scheduler-docker-local/scheduler-stop, plugins/ps/triggers.go "
+         "TriggerPostStop", check_ps_stop),
+    Case("ps:rebuild --all", "every app in turn; each failure is warned and counted (`rebuild command returned N "
+         "errors`, exit 1); a deploy runs the app's image with the labels dokku, com.dokku.app-name, "
+         "com.dokku.container-type=deploy, process-type, dyno and restart policy on-failure:10, its id in "
+         "CONTAINER.web.1, restore true", "dokku v0.38.27 plugins/ps/ps.go Rebuild, plugins/common/parallel.go, "
+         "plugins/scheduler-docker-local/scheduler-deploy and bin/scheduler-deploy-process-container, plugins/ps/ps.go "
+         "DefaultProperties, plugins/ps/triggers.go TriggerCorePostDeploy", check_ps_rebuild),
+    Case("cleanup (prerm)", "removes the exited and dead containers labelled DOKKU_CONTAINER_LABEL (dokku), nobody "
+         "else's", "dokku v0.38.27 plugins/00_dokku-standard/subcommands/cleanup, plugins/common/docker.go "
+         "DockerCleanup and listContainers, dokku (DOKKU_CONTAINER_LABEL=dokku)", check_cleanup),
 ]
 
 
@@ -484,7 +589,7 @@ def test_standin_does_what_dokku_does(case, root):
 
 
 def test_every_subcommand_the_deploy_runs_has_a_case():
-    """The `dokku X` commands of every task (tasks/dokku.py's, the backups' exports) all appear in the table."""
+    """The `dokku X` commands of every task (tasks/dokku.py's, the backups' exports, the upgrade's) all appear in the table."""
     source = "".join(path.read_text() for path in (Path(__file__).resolve().parents[1] / "tasks").glob("*.py"))
     used = set(re.findall(r"\bdokku ([a-z-]+:[a-z-]+)", source))
     covered = {case.subcommand.split()[0] for case in FIDELITY}
@@ -532,3 +637,15 @@ def test_deploy_preseeds_a_key_file_that_cannot_exist():
     assert not Path(NO_KEY_FILE).exists() and Path(NO_KEY_FILE).parent == Path("/nonexistent")
     preseed = (Path(__file__).resolve().parents[1] / "templates/dokku/dokku.preseed.j2").read_text()
     assert "dokku dokku/key_file string {{ key_file }}" in preseed and "skip_key_file" not in preseed.split("\n", 3)[3]
+
+
+def test_prerm_cleans_up_before_an_upgrade(root):
+    """Dokku v0.38.27 debian/prerm: not a purge, so `echo "Processing $1"` and `dokku cleanup`: a stopped app's
+    container is gone after the upgrade (hence `ps:rebuild --all` after it, docs/getting-started/upgrading)."""
+    stopped = deployed_app(root)
+    dokku(root, "ps:stop", "--all")
+    prerm = subprocess.run(["bash", str(STANDIN / "prerm"), "upgrade", "0.38.28"], env=env(root), text=True,
+                           capture_output=True)
+    assert prerm.returncode == 0, prerm.stderr
+    assert prerm.stdout.startswith("Processing upgrade\n") and "-----> Cleaning up..." in prerm.stdout
+    assert stopped not in docker_state(root)["containers"]

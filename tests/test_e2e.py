@@ -6,7 +6,10 @@ destroyed, re-created and imported with their data -> marker file on every volum
 host -> second deploy changes nothing and names them -> markers still there -> host tests -> node_exporter stopped
 on a Dokku server: the host-down alert and its resolution reach the webhook receiver -> `maintain.py reboot
 --only-if-required` rolls every host, Dokku servers first -> markers and the services' data still there -> host
-tests -> nothing needs a reboot -> bootstrap destroy (the Stripe webhook endpoint too) -> down.
+tests -> nothing needs a reboot -> a Dokku upgrade (an app on every Dokku server; DOKKU_VERSION bumped: the plain
+deploy leaves it and names the servers; `maintain.py upgrade` rolls dokku-1 then dokku-2; a deploy at the new version
+changes nothing; the Dokku host tests; an upgrade to a version the repository lacks stops at dokku-1, dokku-2
+untouched) -> the admin key rotation -> bootstrap destroy (the Stripe webhook endpoint too) -> down.
 Each step is the project's own command in a subprocess; the first one that fails stops the gate with its log.
 `down` runs whatever happened (namespaces, links, mounts, loop devices, processes).
 """
@@ -30,7 +33,8 @@ from cloud.api import connect
 from settings import MOUNT_POINTS, load_settings
 from admin_password import PASSWORD_FILE
 from tasks.reboot import REBOOT_REQUIRED
-from tests.testbed import layout, pebble, steps, stripeapi, webhook
+from settings import PLATFORM_SERVICES
+from tests.testbed import images, layout, pebble, steps, stripeapi, webhook
 
 pytestmark = pytest.mark.testbed
 MARKER = ".mindroom-e2e-marker"
@@ -252,6 +256,88 @@ def _rotate_admin_key(runner: steps.Runner, capsys, workdir: Path) -> None:
                 "tests/hosts/test_dokku.py::test_deploy_user_sudo_lists_dokku_only", settings=promoted)
 
 
+DEMO_APP = "demo"
+
+
+def _dokku_servers() -> list[dict]:
+    return sorted((host for host in _hosts() if host["role"] == "dokku"),
+                  key=lambda host: ipaddress.ip_address(host["private_ip"]))
+
+
+def _deploy_demo_apps(runner: steps.Runner, workdir: Path) -> None:
+    """An app on every Dokku server, as Dokku's docker-local scheduler runs one: its image dokku/demo:latest
+    (imported from the testbed's busybox layer: the servers reach no registry of apps), created and started
+    with Dokku's own commands."""
+    service = PLATFORM_SERVICES[0]
+    layer = workdir / "demo-layer.tar"
+    layer.write_bytes(images._layer(service))
+    command = json.dumps(["/bin/busybox", "httpd", "-f", "-p", str(service.container_port), "-h", "/www"])
+    for host in _dokku_servers():
+        imported = _ssh(host, f"docker import --change {shlex.quote(f'CMD {command}')} - dokku/{DEMO_APP}:latest")
+        runner.run(f"{host['name']}: the demo app's image", ["sh", "-c", f"{shlex.join(imported)} < {layer}"])
+        runner.run(f"{host['name']}: deploy the demo app", _ssh(
+            host, f"dokku apps:create {DEMO_APP} && dokku ps:rebuild {DEMO_APP}"))
+
+
+def _check_dokku_servers(runner: steps.Runner, version: str, when: str) -> None:
+    for host in _dokku_servers():
+        runner.run(f"{host['name']}: dokku {version}, the demo app runs {when}", _ssh(
+            host, f"test \"$(dokku version)\" = 'dokku version {version}' && "
+                  f"docker ps --filter label=com.dokku.app-name={DEMO_APP} --format '{{{{.Names}}}}' | grep -qx "
+                  f"{DEMO_APP}.web.1"))
+
+
+def _check_upgrade_roll(output: str, old: str, new: str) -> None:
+    """dokku-1, then dokku-2, each done before the next starts; the platform is no Dokku server."""
+    order = [host["name"] for host in _dokku_servers()]
+    wanted = [line for number, name in enumerate(order, 1) for line in (
+        f"[{number}/{len(order)}] upgrading {name}: Dokku {old} -> {new}",
+        f"[{number}/{len(order)}] {name} is upgraded: dokku version checked, its apps run again")]
+    got = [line.split(" (")[0] for line in output.splitlines() if re.match(r"\[\d+/\d+\] ", line)]
+    if got != wanted:
+        raise steps.StepFailed(f"the upgrade should go {', '.join(order)} one after another:\n{output}")
+
+
+def _upgrade_dokku(runner: steps.Runner, capsys, workdir: Path) -> None:
+    """README "Upgrading Dokku": DOKKU_VERSION bumped to the next stand-in version in the lab's repository. The
+    plain deploy changes nothing and names each server with both versions; `maintain.py upgrade` rolls dokku-1
+    then dokku-2; a deploy at the new version changes nothing; the host tests pass. Then an upgrade to a version
+    the repository lacks: it stops at dokku-1 before any app stops, dokku-2 is not touched."""
+    old = _settings().dokku_version
+    new = layout.next_dokku_version(old)
+    bumped = {"DOKKU_VERSION": new}
+    _deploy_demo_apps(runner, workdir)
+    _check_dokku_servers(runner, old, "before the upgrade")
+    left = runner.start("deploy with DOKKU_VERSION bumped", steps.deploy("--json"), settings=bumped)
+    steps.assert_no_changes(steps.json_totals(left.finish()))
+    log = left.log.read_text()
+    for host in _dokku_servers():
+        if (f"DOKKU UPGRADE PENDING on {host['name']}: Dokku {old} runs, {new} is configured; the deploy left it "
+                "alone: run `python maintain.py upgrade`") not in log:
+            raise steps.StepFailed(f"the deploy did not name {host['name']} as waiting for the upgrade:\n"
+                                   f"{steps.tail(left.log)}")
+    _check_dokku_servers(runner, old, "after the plain deploy")
+    _check_upgrade_roll(runner.run("upgrade roll", steps.upgrade_roll(), settings=bumped), old, new)
+    _check_dokku_servers(runner, new, "after the upgrade")
+    after = runner.start("deploy after the upgrade", steps.deploy("--json"), settings=bumped)
+    steps.assert_no_changes(steps.json_totals(after.finish()))
+    if "DOKKU UPGRADE PENDING" in after.log.read_text():
+        raise steps.StepFailed(f"a server still waits for the upgrade after it:\n{steps.tail(after.log)}")
+    if "Every Dokku server runs Dokku" not in runner.run("nothing to upgrade any more", steps.upgrade_roll(),
+                                                         settings=bumped):
+        raise steps.StepFailed("after the roll a Dokku server still needs an upgrade")
+    _host_tests(runner, capsys, "after the Dokku upgrade", settings=bumped)
+    missing = layout.next_dokku_version(new)  # not in the lab's repository
+    failed = runner.run("an upgrade to a version the repository lacks stops", steps.upgrade_roll(), with_stderr=True,
+                        settings={"DOKKU_VERSION": missing}, expect_failure=True)
+    first, second = (host["name"] for host in _dokku_servers())
+    if (f"the upgrade roll stopped at {first}: " not in failed
+            or f"not upgraded (still serving on the old version): {second}" not in failed
+            or f"dokku {missing} is not in the apt repository" not in failed or f"upgrading {second}" in failed):
+        raise steps.StepFailed(f"the failed upgrade should stop at {first}, naming it, before {second}:\n{failed}")
+    _check_dokku_servers(runner, new, "after the failed upgrade")
+
+
 def _check_certificate_issued(deploy_output: str) -> None:
     """The first deploy gets the certificate: Pebble, DNS and nginx are all there, so TLS must not be pending."""
     pending = [line for line in deploy_output.splitlines() if "TLS PENDING" in line]
@@ -366,6 +452,7 @@ def test_platform_end_to_end(tmp_path_factory, capsys):
         _host_tests(runner, capsys, "after the reboot")
         if "No host needs a reboot." not in runner.run("no host needs a reboot any more", steps.reboot_roll()):
             raise steps.StepFailed("after the roll a host still has /run/reboot-required")
+        _upgrade_dokku(runner, capsys, tmp_path_factory.mktemp("upgrade"))
         _rotate_admin_key(runner, capsys, tmp_path_factory.mktemp("rotation"))
         secret_values = _secret_values()  # before destroy removes the webhook's secret
         runner.run("bootstrap destroy", steps.destroy())

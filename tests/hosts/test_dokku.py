@@ -119,3 +119,14 @@ def test_dokku_data_on_volume(host, path, name):
     target = f"{DATA['mount_point']}/{name}"
     assert host.file(path).linked_to == target
     assert host.check_output(f"findmnt -n -o TARGET -T {target}") == DATA["mount_point"]
+
+
+def test_deployed_apps_run(host):
+    """Every app Dokku deployed (a CONTAINER.* file in its directory) runs a container, unless it was stopped on
+    purpose (`dokku ps:stop` writes the ps restore property false): after a reboot or an upgrade roll too."""
+    deployed = host.check_output(
+        "for d in /home/dokku/*/; do a=$(basename \"$d\"); ls \"$d\"CONTAINER.* >/dev/null 2>&1 || continue; "
+        "[ \"$(cat /var/lib/dokku/config/ps/$a/restore 2>/dev/null)\" = false ] || echo \"$a\"; done").split()
+    running = host.check_output("docker container ls --filter label=com.dokku.app-name "
+                                "--format '{{.Label \"com.dokku.app-name\"}}'").split()
+    assert set(deployed) <= set(running), f"deployed apps without a running container: {set(deployed) - set(running)}"

@@ -13,10 +13,10 @@ from pathlib import Path
 from tests.testbed import layout, procs
 
 
-def start(lab: Path, bridge_ip: str, dokku_version: str) -> dict[str, str]:
+def start(lab: Path, bridge_ip: str, dokku_versions: list[str]) -> dict[str, str]:
     aptrepo = importlib.import_module("tests.testbed.aptrepo")  # the Dokku stand-in's builder
     repo = lab / "aptrepo"
-    aptrepo.build(repo, dokku_version, layout.SUITE)
+    aptrepo.build(repo, dokku_versions, layout.SUITE)
     procs.spawn([sys.executable, "-m", "http.server", "--bind", bridge_ip, "--directory", str(repo),
                  str(layout.APT_REPO_PORT)], lab / "aptrepo.pid", lab / "logs/aptrepo.log")
     procs.wait_for(lambda: procs.port_open(bridge_ip, layout.APT_REPO_PORT), 10, "the apt repository's web server")

@@ -65,7 +65,8 @@ def up(lab: Path = layout.LAB, cache: Path = layout.CACHE, dokku_servers: int = 
     generated = envfile.generated_values(lab)
     settings = {**envfile.base_settings(lab, dokku_servers), **generated}
     try:
-        settings.update(aptserve.start(lab, layout.BRIDGE_IP, _dokku_version()))
+        version = _dokku_version()
+        settings.update(aptserve.start(lab, layout.BRIDGE_IP, [version, layout.next_dokku_version(version)]))
     except ModuleNotFoundError as error:
         if error.name != "tests.testbed.aptrepo":
             raise

@@ -41,6 +41,15 @@ FAKECLOUD_LISTEN = "127.0.0.1:8088"
 FAKESTRIPE_LISTEN = "127.0.0.1:8089"
 
 TEST_DOMAIN = "mindroom.test"
+
+
+def next_dokku_version(version: str) -> str:
+    """The stand-in's next patch release beside DOKKU_VERSION's in the lab's apt repository: the end-to-end gate
+    upgrades to it (`maintain.py upgrade`)."""
+    major, minor, patch = version.split(".")
+    return f"{major}.{minor}.{int(patch) + 1}"
+
+
 VOLUME_SIZE_GB = 10  # the smallest Hetzner volume; files are sparse
 
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import shlex
 import time
 
-from pyinfra import host
+from pyinfra import host, logger
 from pyinfra.api import FactBase, OperationError, deploy
 from pyinfra.operations import python, server
 
 from tasks import dokku
 
 APPS_TIMEOUT_SECONDS = 300
+_stopped_at: dict[str, float] = {}
 
 
 class DokkuRelease(FactBase):
@@ -51,13 +52,20 @@ def _problems(version: str, apps: list[str]) -> list[str]:
         + [f"app {name} does not run" for name in apps if name not in now["apps"]]
 
 
+def _note_stop() -> None:
+    _stopped_at[host.name] = time.monotonic()
+
+
 def _check(version: str, apps: list[str], seconds: float) -> None:
-    """`dokku version` is `version` and every app of `apps` runs (waiting up to `seconds` for them to start)."""
+    """`dokku version` is `version` and every app of `apps` runs (waiting up to `seconds` for them to start);
+    says how long the apps were stopped."""
     deadline = time.monotonic() + seconds
     while problems := _problems(version, apps):
         if time.monotonic() > deadline or problems[0].startswith("dokku version"):
             raise OperationError(f"after the upgrade: {'; '.join(problems)}")
         time.sleep(2)
+    logger.info(f"    [{host.name}]  {len(apps)} apps run again; they were stopped for "
+                f"{time.monotonic() - _stopped_at[host.name]:.1f} s")
 
 
 @deploy("Dokku: upgrade this server, then check it")
@@ -70,7 +78,9 @@ def upgrade_and_check():
         missing = shlex.quote(f"dokku {version} is not in the apt repository (DOKKU_APT_REPO_URL)")
         server.shell(name=f"Check dokku {version} is in the apt repository", commands=[
             "DEBIAN_FRONTEND=noninteractive apt-get update -q",
-            f"apt-cache show {shlex.quote(f'dokku={version}')} >/dev/null || {{ echo {missing} >&2; exit 1; }}"])
+            f"apt-cache madison dokku | cut -d '|' -f 2 | tr -d ' ' | grep -qxF {shlex.quote(version)} "
+            f"|| {{ echo {missing} >&2; exit 1; }}"])
+    python.call(name="Note when the apps stop", function=_note_stop)
     server.shell(name="Stop every app (dokku ps:stop --all)", commands=["dokku ps:stop --all"])
     dokku.upgrade_package(name=f"Upgrade dokku to {version} (unhold, install, hold)", version=version)
     dokku.settings_and_plugins(upgrade=True)

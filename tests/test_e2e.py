@@ -317,7 +317,12 @@ def _upgrade_dokku(runner: steps.Runner, capsys, workdir: Path) -> None:
             raise steps.StepFailed(f"the deploy did not name {host['name']} as waiting for the upgrade:\n"
                                    f"{steps.tail(left.log)}")
     _check_dokku_servers(runner, old, "after the plain deploy")
-    _check_upgrade_roll(runner.run("upgrade roll", steps.upgrade_roll(), settings=bumped), old, new)
+    rolled = runner.run("upgrade roll", steps.upgrade_roll(), with_stderr=True, settings=bumped)
+    _check_upgrade_roll(rolled, old, new)
+    stopped = re.findall(r"\[(\S+)\]  1 apps run again; they were stopped for ([\d.]+) s", rolled)
+    if [name for name, _ in stopped] != [host["name"] for host in _dokku_servers()]:
+        raise steps.StepFailed(f"each server's check should say how long its app was stopped:\n{rolled}")
+    runner.timings.update({f"{name}: its app stopped during the upgrade": float(seconds) for name, seconds in stopped})
     _check_dokku_servers(runner, new, "after the upgrade")
     after = runner.start("deploy after the upgrade", steps.deploy("--json"), settings=bumped)
     steps.assert_no_changes(steps.json_totals(after.finish()))
@@ -326,7 +331,7 @@ def _upgrade_dokku(runner: steps.Runner, capsys, workdir: Path) -> None:
     if "Every Dokku server runs Dokku" not in runner.run("nothing to upgrade any more", steps.upgrade_roll(),
                                                          settings=bumped):
         raise steps.StepFailed("after the roll a Dokku server still needs an upgrade")
-    _host_tests(runner, capsys, "after the Dokku upgrade", settings=bumped)
+    _host_tests(runner, capsys, "of the Dokku servers after the upgrade", "tests/hosts/test_dokku.py", settings=bumped)
     missing = layout.next_dokku_version(new)  # not in the lab's repository
     failed = runner.run("an upgrade to a version the repository lacks stops", steps.upgrade_roll(), with_stderr=True,
                         settings={"DOKKU_VERSION": missing}, expect_failure=True)

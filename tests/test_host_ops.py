@@ -253,3 +253,21 @@ def test_dokku_deploy_sudoers_drop_in_allows_dokku_and_nothing_else():
     rendered = template.render(user_name="dokku-deploy", dokku=dokku.DOKKU)
     rules = [line for line in rendered.splitlines() if line.strip() and not line.startswith("#")]
     assert rules == ["dokku-deploy ALL=(root) NOPASSWD: /usr/bin/dokku"]
+
+
+def test_the_deploy_names_a_server_waiting_for_the_upgrade(monkeypatch):
+    """Another Dokku version and a plugin finished at another tag: no command, one line for the end of the run."""
+    plugin = {"enabled": True, "committish": "1.42.0", "finished": "1.42.0"}
+    snap = _merge(_empty(), {"packages": {"dokku": "0.38.27"}, "held": ["dokku"],
+                             "dokku": {"vhosts": ["mindroom.chat"], "plugins": {"redis": plugin}, "properties": {},
+                                       "ssh_keys": {}, "autorenew": True}})
+    monkeypatch.setattr(snapshot, "read", lambda **_: snap)
+    monkeypatch.setattr(dokku, "_left", {})
+    with ctx_host.use(FakeHost()), ctx_state.use(SimpleNamespace(cwd=str(ROOT), config=SimpleNamespace(DIFF=False))):
+        assert list(dokku.package._inner(version="0.38.28", extra=[])) == []
+        assert list(dokku.global_settings._inner(domain="mindroom.chat", properties={}, plugins={
+            "redis": ("https://github.com/dokku/dokku-redis.git", "1.43.0")})) == []
+    assert dokku._upgrade_lines() == [
+        "DOKKU UPGRADE PENDING on case-host: Dokku 0.38.27 runs, 0.38.28 is configured, plugin redis 1.42.0 runs, "
+        "1.43.0 is configured; the deploy left it alone: run `python maintain.py upgrade` (one server at a time, its "
+        "apps stopped meanwhile)"]

@@ -30,11 +30,10 @@ import pytest
 
 from cloud import lock
 from cloud.api import connect
-from settings import MOUNT_POINTS, load_settings
+from settings import MOUNT_POINTS, PLATFORM_SERVICES, load_settings
 from admin_password import PASSWORD_FILE
 from tasks.reboot import REBOOT_REQUIRED
-from settings import PLATFORM_SERVICES
-from tests.testbed import images, layout, pebble, steps, stripeapi, webhook
+from tests.testbed import layout, pebble, service_images, steps, stripeapi, webhook
 
 pytestmark = pytest.mark.testbed
 MARKER = ".mindroom-e2e-marker"
@@ -270,7 +269,7 @@ def _deploy_demo_apps(runner: steps.Runner, workdir: Path) -> None:
     with Dokku's own commands."""
     service = PLATFORM_SERVICES[0]
     layer = workdir / "demo-layer.tar"
-    layer.write_bytes(images._layer(service))
+    layer.write_bytes(service_images._layer(service))
     command = json.dumps(["/bin/busybox", "httpd", "-f", "-p", str(service.container_port), "-h", "/www"])
     for host in _dokku_servers():
         imported = _ssh(host, f"docker import --change {shlex.quote(f'CMD {command}')} - dokku/{DEMO_APP}:latest")

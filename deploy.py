@@ -9,7 +9,7 @@ reboot.report_required() last: the hosts that need a reboot are named at the end
 
 from pyinfra import host
 
-from tasks import base, docker, dokku, keys, lock, monitoring, nginx, platform, reboot, tls, volume
+from tasks import backup, base, docker, dokku, keys, lock, monitoring, nginx, platform, reboot, tls, volume
 
 lock.hold()
 base.configure()
@@ -32,4 +32,5 @@ if "platform" in host.groups:
     tls.certificates()
     monitoring.server()
 
+backup.configure()  # last: it backs up what the tasks above set up
 reboot.report_required()

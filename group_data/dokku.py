@@ -37,3 +37,14 @@ dokku_global_properties = {
     "letsencrypt/email": letsencrypt_email,
     "letsencrypt/server": settings.acme_server,  # the ACME directory (the testbed points it at Pebble)
 }
+
+# Backups (tasks/backup.py): what a Dokku server's backup holds. The volume (apps: /home/dokku, the services'
+# configuration; the dumps) without what is rebuilt (Docker's data-root) or dumped instead (the services' raw
+# database files, copied while they change); Dokku's persistent storage and properties on the root disk.
+backup_paths = [mount_point, "/var/lib/dokku/data/storage", "/var/lib/dokku/config"]
+backup_excludes = [f"{mount_point}/docker", f"{mount_point}/dokku-services/*/*/data", f"{mount_point}/lost+found",
+                   f"{mount_point}/mindroom-backup/scratch"]
+backup_dumps_dir = f"{mount_point}/mindroom-backup/dumps"  # postgres/NAME.dump, redis/NAME.rdb, before each backup
+backup_scratch_dir = f"{mount_point}/mindroom-backup/scratch"  # restore tests and restores unpack here
+backup_services_dir = f"{mount_point}/dokku-services"  # not put back in place: the services are created anew
+backup_dokku = True

@@ -10,7 +10,7 @@ import dataclasses
 import sys
 
 from settings import (
-    ALERTMANAGER_PORT, BACKUP_METRICS, BACKUP_METRICS_FILE, BLACKBOX_EXPORTER_PORT, MOUNT_POINTS, PLATFORM_DIR,
+    ALERTMANAGER_PORT, BACKUP_METRICS_FILE, BLACKBOX_EXPORTER_PORT, MOUNT_POINTS, PLATFORM_DIR,
     PLATFORM_SERVICES, PROMETHEUS_PORT, PUBLIC_PORTS, SSH_PORT, SWAP_SIZE_MB, SecretValues, SettingsError,
     load_settings,
 )
@@ -120,7 +120,7 @@ prometheus_port = PROMETHEUS_PORT
 alertmanager_port = ALERTMANAGER_PORT
 blackbox_exporter_port = BLACKBOX_EXPORTER_PORT
 monitored_mount_points = ["/", *MOUNT_POINTS.values()]  # the disk alert's filesystems
-backup_metrics = BACKUP_METRICS  # written by the backup job to BACKUP_METRICS_FILE on each host (textfile)
+# backup_metrics (group_data/all.py): written by the backup job to BACKUP_METRICS_FILE on each host (textfile)
 backup_metrics_file = BACKUP_METRICS_FILE
 # A platform service alert fires after this many container restarts within restart_window (restart: always
 # hides a crash loop from /health between two crashes).
@@ -128,6 +128,15 @@ platform_restart_limit = 3
 platform_restart_window = "15m"
 # How long a failing probe (a service's /health, a platform name over HTTPS, a Dokku server's nginx) may last.
 probe_failure_for = "2m"
+
+# Backups (tasks/backup.py): the platform's settings and keys, its volume (without Docker's data-root), nginx and
+# Let's Encrypt's state.
+backup_paths = [PLATFORM_DIR, mount_point, "/etc/nginx", "/etc/letsencrypt"]
+backup_excludes = [f"{mount_point}/docker", f"{mount_point}/lost+found", f"{mount_point}/mindroom-backup/scratch"]
+backup_dumps_dir = f"{mount_point}/mindroom-backup/dumps"  # none on the platform (no database of its own)
+backup_scratch_dir = f"{mount_point}/mindroom-backup/scratch"
+backup_services_dir = ""
+backup_dokku = False
 
 # Plain secret values must not stay behind as host data (pyinfra keeps every non-dunder name).
 del _secrets, _hcloud_token, _monitoring

@@ -56,8 +56,12 @@ HOSTILE = {
 }
 # Free text that lands in /opt/platform/.env only: accepted values must be inert there.
 FREE_TEXT = set(DOTENV_NAMES) - {"SUPABASE_URL", "REGISTRY", "REGISTRY_USER", "LETSENCRYPT_EMAIL"}
-# Secrets written as they are into a 0600 file on a host (tasks/monitoring.py, ops.secret_file over SFTP).
-SECRET_FILES = {"SMTP_PASSWORD": "smtp_password"}
+# Secrets written as they are into a 0600 file on a host (tasks/monitoring.py, tasks/backup.py: ops.secret_file
+# over SFTP; restic reads the password file as it is).
+SECRET_FILES = {"SMTP_PASSWORD": lambda loaded: loaded.monitoring().smtp_password,
+                "BACKUP_PASSWORD": lambda loaded: loaded.backup().password,
+                # shell-quoted into /etc/mindroom-backup/s3.env (test_backup.py sources it in bash)
+                "BACKUP_S3_SECRET_ACCESS_KEY": lambda loaded: loaded.backup().s3_secret_access_key}
 # Local paths read by bootstrap/pyinfra on the operator's machine: they never reach a host.
 LOCAL_PATHS = {"SSH_PUBLIC_KEY_PATH": "ssh_public_key_path", "SSH_PRIVATE_KEY_PATH": "ssh_private_key_path",
                "SSH_EXTRA_PUBLIC_KEY_PATHS": "ssh_extra_public_key_paths",
@@ -70,6 +74,9 @@ def full_settings(tmp_path: Path) -> dict[str, str]:
     ca = tmp_path / "ca.pem"
     ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
     (tmp_path / "empty.env").write_text("")
+    (tmp_path / "storagebox.known_hosts").write_text("[u1.your-storagebox.de]:23 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA\n")
+    armour = "OPENSSH PRIVATE KEY"
+    (tmp_path / "storagebox_key").write_text(f"-----BEGIN {armour}-----\nb3Bl\n-----END {armour}-----\n")
     values = {
         "ENV_FILE": str(tmp_path / "empty.env"), "HCLOUD_TOKEN": "a" * 64, "HCLOUD_ENDPOINT": "https://api.hetzner.cloud/v1",
         "HCLOUD_POLL_INTERVAL": "1", "HCLOUD_RETRY_BACKOFF": "1", "HCLOUD_TIMEOUT": "30", "ENVIRONMENT": "staging",
@@ -97,6 +104,12 @@ def full_settings(tmp_path: Path) -> dict[str, str]:
         "ALERT_GROUP_INTERVAL": "5m", "ALERT_REPEAT_INTERVAL": "4h", "MONITORING_SCRAPE_INTERVAL": "15s",
         "PROMETHEUS_RETENTION_TIME": "30d", "PROMETHEUS_RETENTION_SIZE": "4GB", "PROBE_CA_BUNDLE": str(ca),
         "STRIPE_API_BASE": "https://api.stripe.com", "STRIPE_ALLOW_MODE_MISMATCH": "false", "STRIPE_RETRY_BACKOFF": "1",
+        "BACKUP_REPOSITORY": "sftp://u1@u1.your-storagebox.de:23/mindroom", "BACKUP_PASSWORD": "backup-password",
+        "BACKUP_SSH_KEY_PATH": str(tmp_path / "storagebox_key"),
+        "BACKUP_SSH_KNOWN_HOSTS_FILE": str(tmp_path / "storagebox.known_hosts"),
+        "BACKUP_S3_ACCESS_KEY_ID": "AKIA0123456789", "BACKUP_S3_SECRET_ACCESS_KEY": "s3-secret-access-key",
+        "BACKUP_TIME": "03:00", "BACKUP_RANDOMIZED_DELAY": "1h", "BACKUP_KEEP_DAILY": "7", "BACKUP_KEEP_WEEKLY": "4",
+        "BACKUP_KEEP_MONTHLY": "6", "BACKUP_HEALTHCHECK_URL": "https://hc-ping.com/0123-4567",
     }
     assert set(values) == KNOWN_SETTINGS, "a known setting has no valid value here"
     return values
@@ -137,7 +150,7 @@ def test_every_setting_refuses_or_neutralises_hostile_values(tmp_path, name, cas
             [line] = _render_dotenv(name, stripped)
             assert compose_single_quoted(line) == (name, stripped), f"{name}={value!r} is not literal in .env"
         elif name in SECRET_FILES:
-            assert getattr(loaded.monitoring(), SECRET_FILES[name]) == stripped, f"{name} is not literal in its file"
+            assert SECRET_FILES[name](loaded) == stripped, f"{name} is not literal in its file"
         elif name in LOCAL_PATHS:
             found = getattr(loaded, LOCAL_PATHS[name])
             last = found[-1] if isinstance(found, tuple) else found  # SSH_EXTRA_PUBLIC_KEY_PATHS: a list of paths
@@ -154,7 +167,7 @@ def test_known_settings_are_documented_and_cover_what_the_testbed_writes(tmp_pat
     assert set(envfile.base_settings(tmp_path)) <= KNOWN_SETTINGS
     assert set(envfile.GENERATED) <= KNOWN_SETTINGS
     standins = "".join((ROOT / "tests/testbed" / f"{module}.py").read_text()
-                       for module in ("aptserve", "cloud", "pebble", "registry", "webhook"))
+                       for module in ("aptserve", "cloud", "pebble", "registry", "webhook", "storagebox"))
     returned = {word.strip('"') for line in standins.splitlines() if line.strip().startswith("return {")
                 for word in line.replace(":", " ").split() if word.startswith('"') and word.strip('"').isupper()}
     assert returned and returned <= KNOWN_SETTINGS

@@ -2,7 +2,7 @@
 
 up        start the local cloud (fake Hetzner API whose servers are nspawn guests) and the stand-ins,
           write .env.testbed. Idempotent.
-up --deploy   then run, with ENV_FILE=.env.testbed: bootstrap apply, the pyinfra deploy, the host tests,
+up --deploy   then run, with ENV_FILE=.env.testbed: bootstrap apply, the pyinfra deploy, a backup, the host tests,
           and print how to reach the platform.
 down      remove everything up made (guests, namespaces, links, mounts, loop devices, processes, LAB).
 """
@@ -21,6 +21,7 @@ def _deploy() -> None:
     runner = steps.Runner(layout.LAB / "logs" / "deploy")
     runner.run("bootstrap apply", steps.apply())
     runner.run("deploy", steps.deploy())
+    runner.run("first backup", steps.backup("now"))  # the host tests check the last backup succeeded
     runner.run("host tests", steps.host_tests())
     print(how_to_reach())
 

@@ -19,7 +19,8 @@ from tests.testbed import (aptproxy, aptserve, cloud, envfile, guest_image, gues
 
 REQUIRED_TOOLS = ("systemd-nspawn", "debootstrap", "zstd", "ip", "losetup", "lxcfs", "ssh-keygen", "setsid")
 # Stand-ins with the shape start(lab, bridge_ip) -> settings / stop(lab), in start order.
-STANDINS = ("tests.testbed.pebble", "tests.testbed.registry", "tests.testbed.webhook", "tests.testbed.stripeapi")
+STANDINS = ("tests.testbed.pebble", "tests.testbed.registry", "tests.testbed.webhook", "tests.testbed.stripeapi",
+            "tests.testbed.storagebox")
 
 
 def check_host() -> None:

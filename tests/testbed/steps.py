@@ -46,6 +46,10 @@ def upgrade_roll() -> list[str]:
     return [sys.executable, "maintain.py", "upgrade"]
 
 
+def backup(*args: str) -> list[str]:
+    return [sys.executable, "backup.py", *args]
+
+
 def host_tests(*paths: str, verbose: bool = False) -> list[str]:
     """The testinfra suite (or some of its files) against the lab; `verbose` names every test with its result."""
     return [sys.executable, "-m", "pytest", "-v" if verbose else "-q", "-p", "no:cacheprovider",

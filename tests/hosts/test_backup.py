@@ -1,0 +1,59 @@
+"""tasks/backup.py: the backup and restore-test timers enabled, the last backup succeeded (and wrote the metrics
+monitoring reads), every secret file root-only 0600, and the repository password in no process list or journal
+line. Backups are off without BACKUP_REPOSITORY: then the timers must be absent."""
+
+import pytest
+
+from settings import BACKUP_METRICS, load_settings
+from tasks.backup import SCRIPT, TIMERS
+from tests.hosts import live
+from tests.hosts.roles import group_data
+
+testinfra_hosts = live.hosts("dokku") + live.hosts("platform")
+BACKUP = load_settings().backup()
+ALL = group_data(None)
+CONFIG = ALL["backup_config_dir"]
+PASSWORD = f"{CONFIG}/password"
+
+
+@pytest.fixture(autouse=True)
+def _backups_on():
+    if BACKUP is None:
+        pytest.fail("BACKUP_REPOSITORY is not set: backups are off, so nothing protects the volumes' data "
+                    "(README: Backups); run these tests against settings with backups", pytrace=False)
+
+
+@pytest.mark.parametrize("timer", TIMERS)
+def test_timer_is_enabled_and_waiting(host, timer):
+    assert host.service(timer).is_enabled
+    assert host.service(timer).is_running
+
+
+def test_the_last_backup_succeeded_and_is_in_the_metrics(host):
+    unit = host.run("systemctl show -p Result -p ExecMainStatus -p ExecMainStartTimestamp mindroom-backup.service")
+    values = dict(line.split("=", 1) for line in unit.stdout.splitlines())
+    assert values["ExecMainStartTimestamp"], "mindroom-backup.service never ran: python backup.py now"
+    assert (values["Result"], values["ExecMainStatus"]) == ("success", "0"), values
+    last = int(host.file(f"{ALL['backup_state_dir']}/last-success").content_string.strip())
+    metrics = host.file(ALL["backup_metrics_path"])
+    assert metrics.mode == 0o644
+    assert f"{BACKUP_METRICS['last_success']} {last}" in metrics.content_string.splitlines()
+
+
+def test_secret_files_are_root_only(host):
+    directory = host.file(CONFIG)
+    assert (directory.user, directory.group, directory.mode) == ("root", "root", 0o700)
+    names = ["password"] + (["ssh-key", "known_hosts", "ssh_config"] if BACKUP.kind == "sftp" else ["s3.env"])
+    names += ["healthcheck.curl"] if BACKUP.healthcheck_url else []
+    for name in names:
+        secret = host.file(f"{CONFIG}/{name}")
+        assert (secret.exists, secret.user, secret.group, secret.mode) == (True, "root", "root", 0o600), name
+    assert host.file(SCRIPT).mode == 0o755
+
+
+def test_the_repository_password_is_in_no_process_list_or_journal_line(host):
+    # grep -F -f reads the password from its file: it is on no command line here either
+    for source in ("ps -eo args", "journalctl -o cat --no-pager"):
+        found = host.run(f"{source} | grep -cF -f {PASSWORD}")
+        assert found.stdout.strip() == "0", f"the repository password appears in `{source}`"
+    assert host.file(PASSWORD).size > 16

@@ -1,0 +1,175 @@
+"""The backup job (templates/backup/mindroom-backup.j2) run for real in bash, with restic, dokku and pg_restore as
+stand-ins that record their arguments: the order (dumps before the snapshot), the size floor, the metrics
+monitoring reads, the restore test's verdicts, the refusal to restore over a host's own data, and that the
+repository password is never an argument. The settings' checks and backup.py's refusals without backups.
+(The real restic against the Storage Box stand-in runs in the end-to-end gate.)
+
+Facts relied on (dokku-postgres 1.48.0 / dokku-redis 1.43.0, github.com/dokku/dokku-postgres): `postgres:list`
+prints a `=====> postgres services` header line then one name per line, and warns ` !     There are no postgres
+services` when there is none (common-functions service_list); `postgres:export NAME` writes `pg_dump -Fc` to
+stdout, `postgres:import NAME` runs pg_restore on stdin (functions service_export/service_import); redis:export
+writes the RDB file (`cat /data/dump.rdb`), whose first bytes are `REDIS`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+import backup as backup_cli
+from settings import BACKUP_METRICS, SettingsError, load_settings
+from tasks import backup, ops
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "correct-horse-battery-staple-0123456789"
+FAKE_RESTIC = r"""#!/bin/bash
+echo "restic $*" >> "$FAKE_LOG"
+echo "env RESTIC_PASSWORD_FILE=$RESTIC_PASSWORD_FILE" >> "$FAKE_LOG"
+args=" $* "
+case "$args" in
+  *" cat config "*) exit 0 ;;
+  *" backup "*) echo '{"message_type":"status","percent_done":1}'
+                echo '{"message_type":"summary","data_added":2048,"data_added_packed":1024,"snapshot_id":"ab12"}' ;;
+  *" snapshots "*) echo "[{\"time\": \"$(date -u -d "@$FAKE_SNAPSHOT_TIME" +%FT%T.123456789Z)\", \"id\": \"ab12\"}]" ;;
+  *" restore "*) target=${args#* --target }; target=${target%% *}; cp -a "$FAKE_SNAPSHOT/." "$target/" ;;
+esac
+"""
+FAKE_DOKKU = r"""#!/bin/bash
+echo "dokku $*" >> "$FAKE_LOG"
+case "$1" in
+  postgres:list) echo "=====> postgres services"; echo db1 ;;
+  redis:list) echo " !     There are no redis services" >&2 ;;
+  postgres:export) head -c "$FAKE_DUMP_BYTES" /dev/zero | sed 's/^/PGDMP/' ;;
+  *) exit 1 ;;
+esac
+"""
+FAKE_PG_RESTORE = '#!/bin/bash\n[ "$(head -c 5 "$2")" = PGDMP ]\n'
+
+
+@pytest.fixture
+def job(tmp_path):
+    """Run the rendered job with the stand-ins; returns run(command, **env) -> CompletedProcess."""
+    bin_dir, config = tmp_path / "bin", tmp_path / "etc"
+    for directory in (bin_dir, config):
+        directory.mkdir()
+    for name, text in (("restic", FAKE_RESTIC), ("dokku", FAKE_DOKKU), ("pg_restore", FAKE_PG_RESTORE)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    (config / "password").write_text(PASSWORD + "\n")
+    mount = tmp_path / "mnt"
+    (mount / "dokku-home").mkdir(parents=True)
+    (mount / "dokku-home/app.txt").write_text("data")
+    script = tmp_path / "mindroom-backup"
+    script.write_text(ops.render(
+        str(ROOT / "templates/backup/mindroom-backup.j2"), shell_quote=ops._q, config_dir=str(config),
+        state_dir=str(tmp_path / "state"), repository="sftp://u1@box:23/mindroom/dokku-1", host_name="dokku-1",
+        paths=[str(mount), str(tmp_path / "missing")], excludes=[str(mount / "docker")],
+        dumps_dir=str(mount / "dumps"), scratch_dir=str(mount / "scratch"), services_dir=str(mount / "services"),
+        dokku=True, dump_min_bytes=512, max_snapshot_age_hours=26, metrics_path=str(tmp_path / "backup.prom"),
+        metrics=BACKUP_METRICS, kind="sftp", retention=backup.retention({"keep_daily": 7, "keep_weekly": 4,
+                                                                          "keep_monthly": 6}),
+        has_healthcheck=False, restart_commands=[]))
+    snapshot = tmp_path / "snapshot"
+
+    def run(command: str, dump_bytes: int = 4096, snapshot_age: float = 3600) -> subprocess.CompletedProcess:
+        env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_LOG": str(tmp_path / "log"),
+               "FAKE_DUMP_BYTES": str(dump_bytes), "FAKE_SNAPSHOT": str(snapshot),
+               "FAKE_SNAPSHOT_TIME": str(int(time.time() - snapshot_age))}
+        return subprocess.run(["bash", str(script), *command.split()], env=env, capture_output=True, text=True)
+
+    run.log = tmp_path / "log"
+    run.metrics = tmp_path / "backup.prom"
+    run.state = tmp_path / "state"
+    run.snapshot = snapshot
+    run.mount = mount
+    return run
+
+
+def _metrics(path: Path) -> dict[str, str]:
+    return dict(line.split() for line in path.read_text().splitlines() if not line.startswith("#"))
+
+
+def test_a_backup_dumps_first_then_snapshots_prunes_and_records_its_success(job):
+    done = job("run")
+    assert done.returncode == 0, done.stderr
+    log = job.log.read_text()
+    assert log.index("dokku postgres:export db1") < log.index("restic ") < log.index(" backup ")
+    backup_line = next(line for line in log.splitlines() if " backup " in line)
+    assert "--host dokku-1" in backup_line and "--one-file-system" in backup_line and "missing" not in backup_line
+    assert "forget --host dokku-1 --prune --keep-daily 7 --keep-weekly 4 --keep-monthly 6" in log
+    assert "sftp.args=-F" in log and PASSWORD not in log and PASSWORD not in done.stdout + done.stderr
+    assert (job.mount / "dumps/postgres/db1.dump").stat().st_size > 4096
+    assert _metrics(job.metrics)[BACKUP_METRICS["last_success"]] == job.state.joinpath("last-success").read_text().strip()
+    assert json.loads((job.state / "last-backup.json").read_text())["data_added_packed"] == 1024
+
+
+def test_a_dump_below_the_floor_fails_the_backup(job):
+    done = job("run", dump_bytes=20)
+    assert done.returncode == 1 and "no dump" in done.stderr
+    assert " backup " not in job.log.read_text() and not (job.state / "last-success").exists()
+
+
+def _snapshot_with_dump(job, dump: bytes) -> None:
+    dumps = job.snapshot / str(job.mount).lstrip("/") / "dumps/postgres"
+    dumps.mkdir(parents=True)
+    (dumps / "db1.dump").write_bytes(dump)
+
+
+def test_the_restore_test_passes_on_a_good_snapshot_and_fails_saying_why(job):
+    _snapshot_with_dump(job, b"PGDMP" + b"x" * 1000)
+    assert job("test").returncode == 0
+    assert _metrics(job.metrics)[BACKUP_METRICS["restore_test_success"]] == "1"
+    assert not (job.mount / "scratch").exists(), "the scratch directory is removed"
+    failed = job("test", snapshot_age=27 * 3600)
+    assert failed.returncode == 1 and "the newest snapshot is 27 h old" in failed.stderr
+    assert _metrics(job.metrics)[BACKUP_METRICS["restore_test_success"]] == "0"
+    (job.snapshot / str(job.mount).lstrip("/") / "dumps/postgres/db1.dump").write_bytes(b"PGDMP" + b"x" * 100)
+    small = job("test")
+    assert small.returncode == 1 and "db1.dump is 105 bytes (< 512)" in small.stderr
+    assert job.state.joinpath("restore-test").read_text().split()[1:3] == ["failed", "db1.dump"]
+
+
+def test_a_restore_refuses_a_host_with_data_of_its_own(job):
+    assert job("run").returncode == 0
+    refused = job("restore ab12")
+    assert refused.returncode == 3
+    assert "made backups of its own" in refused.stderr and "Dokku services: db1" in refused.stderr
+    assert " restore " not in job.log.read_text(), "nothing was restored"
+
+
+def test_restore_test_time_wraps_past_midnight():
+    assert backup.restore_test_time({"time": "22:30", "restore_test_hours": 3}) == "01:30"
+
+
+@pytest.mark.parametrize("value, message", [
+    ("sftp://u1@box/../etc", "BACKUP_REPOSITORY="),
+    ("ftp://u1@box/x", "BACKUP_REPOSITORY="),
+    ("s3:https://fsn1.your-objectstorage.com/bucket", "BACKUP_S3_ACCESS_KEY_ID and BACKUP_S3_SECRET_ACCESS_KEY"),
+    ("sftp://u1@u1.your-storagebox.de:23/mindroom", "BACKUP_SSH_KNOWN_HOSTS_FILE is required"),
+])
+def test_bad_backup_settings_stop_with_one_line(tmp_path, value, message):
+    with pytest.raises(SettingsError, match=message.replace("(", r"\(")):
+        load_settings({"DOMAIN": "mindroom.test", "SECRETS_DIR": str(tmp_path / "s"), "BACKUP_REPOSITORY": value},
+                      cwd=tmp_path)
+
+
+def test_backups_are_off_without_a_repository_and_backup_py_says_so(tmp_path, capsys):
+    environ = {"DOMAIN": "mindroom.test", "SECRETS_DIR": str(tmp_path / "s"), "ENV_FILE": str(tmp_path / "none.env")}
+    (tmp_path / "none.env").write_text("")
+    assert load_settings(environ, cwd=tmp_path).backup() is None
+    assert backup_cli.main(["now"], environ) == 1
+    assert capsys.readouterr().err == "error: BACKUP_REPOSITORY is not set: backups are off (README: Backups)\n"
+
+
+def test_the_repository_password_is_generated_once_and_kept_private(tmp_path):
+    settings = {"password_file": str(tmp_path / "secrets" / "backup-password")}
+    first = backup.repository_password(settings, "")
+    assert len(first) >= 40 and backup.repository_password(settings, "") == first
+    assert (tmp_path / "secrets").stat().st_mode & 0o777 == 0o700
+    assert Path(settings["password_file"]).stat().st_mode & 0o777 == 0o600
+    assert backup.repository_password(settings, "given") == "given"

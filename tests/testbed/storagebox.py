@@ -26,7 +26,8 @@ USER = "mrstoragebox"
 CHROOT = Path("/run/mindroom-testbed-storagebox")
 HOME = "/home"  # inside the chroot: where the account's relative paths start
 REPOSITORY_PATH = "mindroom-testbed"
-PRIVSEP_DIR = Path("/run/sshd")  # Debian's sshd is built with this privilege separation directory
+PRIVSEP_DIR = Path("/run/sshd")  # Debian's sshd is built with this privilege separation directory and user
+PRIVSEP_USER = "sshd"  # made by openssh-server's postinst, which never runs here
 STORAGEBOX_FACTS = {
     # docs.hetzner.com/robot/storage-box/backup-space-ssh-keys: port 23 (SFTP, SCP, rsync, Borg) takes keys in
     # OpenSSH format, RSA/ECDSA/ED25519; the keys are in the account's .ssh/authorized_keys.
@@ -82,11 +83,14 @@ def sshd_config(lab: Path, bridge_ip: str) -> str:
     )
 
 
-def _user() -> tuple[int, int]:
-    if procs.run("getent", "passwd", USER, check=False) == "":
+def _system_user(name: str, made: Path) -> tuple[int, int]:
+    """A system user without a home, a shell or a password (`*`: no password matches, and unlike useradd's `!`
+    sshd does not take it for a locked account); `made` records that the lab created it (down removes it then)."""
+    if procs.run("getent", "passwd", name, check=False) == "":
         procs.run("useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell",
-                  "/usr/sbin/nologin", USER)
-    entry = procs.run("getent", "passwd", USER).split(":")
+                  "/usr/sbin/nologin", "--password", "*", name)
+        made.write_text(name)
+    entry = procs.run("getent", "passwd", name).split(":")
     return int(entry[2]), int(entry[3])
 
 
@@ -98,7 +102,8 @@ def start(lab: Path, bridge_ip: str) -> dict[str, str]:
     directory = _dir(lab)
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o700)
-    uid, gid = _user()
+    uid, gid = _system_user(USER, directory / "made-user-account")
+    _system_user(PRIVSEP_USER, directory / "made-user-privsep")
     box = directory / "box"
     home = box / HOME.lstrip("/")
     (home / ".ssh").mkdir(parents=True, exist_ok=True)
@@ -117,7 +122,9 @@ def start(lab: Path, bridge_ip: str) -> dict[str, str]:
     CHROOT.mkdir(mode=0o755, exist_ok=True)
     if not _mounted(CHROOT):
         procs.run("mount", "--bind", str(box), str(CHROOT))
-    PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
+    if not PRIVSEP_DIR.is_dir():
+        PRIVSEP_DIR.mkdir(mode=0o755)
+        (directory / "made-privsep-dir").touch()
     config = directory / "sshd_config"
     config.write_text(sshd_config(lab, bridge_ip))
     sshd = str(sshd_binary())
@@ -141,5 +148,10 @@ def stop(lab: Path) -> None:
         procs.run("umount", str(CHROOT))
     if CHROOT.is_dir():
         CHROOT.rmdir()
-    if procs.run("getent", "passwd", USER, check=False):
-        procs.run("userdel", USER)
+    if (_dir(lab) / "made-privsep-dir").exists():
+        PRIVSEP_DIR.rmdir()
+        (_dir(lab) / "made-privsep-dir").unlink()
+    for made in sorted(_dir(lab).glob("made-user-*")):
+        if procs.run("getent", "passwd", made.read_text(), check=False):
+            procs.run("userdel", made.read_text())
+        made.unlink()

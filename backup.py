@@ -63,7 +63,7 @@ def _run(data: dict, command: str, stream: bool = False) -> subprocess.Completed
 def _unit_run(unit: str) -> str:
     """Start the unit and wait for it (joining a run in progress); print this run's journal; its exit status."""
     return (f"systemctl start {unit}; rc=$?; journalctl -o cat --no-pager _SYSTEMD_INVOCATION_ID=$(systemctl show "
-            f"-p InvocationID --value {unit}) | grep '^mindroom-backup' | tail -n 20; exit $rc")
+            f"-p InvocationID --value {unit}) | tail -n 40; exit $rc")
 
 
 def _parallel(hosts: dict[str, dict], names: list[str], command: str) -> dict[str, subprocess.CompletedProcess]:
@@ -75,9 +75,10 @@ def _report(results: dict[str, subprocess.CompletedProcess], what: str, out) -> 
     failed = []
     for name, done in results.items():
         lines = [line for line in done.stdout.splitlines() if line.strip()]
-        state = "ok" if done.returncode == 0 else "FAILED"
-        print(f"{name}: {what} {state}", file=out)
-        for line in lines[-8 if done.returncode else -3:]:
+        if done.returncode == 0:  # the job's own summary lines; after a failure the last lines, restic's too
+            lines = [line for line in lines if line.startswith("mindroom-backup:")][-3:]
+        print(f"{name}: {what} {'ok' if done.returncode == 0 else 'FAILED'}", file=out)
+        for line in lines[-12:]:
             print(f"  {line}", file=out)
         if done.returncode:
             failed.append(name)

@@ -2,7 +2,8 @@
 
 - Each host backs up to its own repository, <BACKUP_REPOSITORY>/<server name>: the role's paths (host data
   `backup_paths`, `backup_excludes`), on a Dokku server after a dump of every postgres and redis service
-  (`dokku postgres:export` / `redis:export`), then forget + prune by the retention, then the health check ping.
+  (the plugins' `postgres:export` / `redis:export`), then forget + prune by the retention, then the health check
+  ping.
   `mindroom-backup.timer` runs it daily (BACKUP_TIME, BACKUP_RANDOMIZED_DELAY); `mindroom-backup-test.timer`
   runs the restore test weekly. Both run /usr/local/sbin/mindroom-backup (templates/backup/mindroom-backup.j2),
   which also writes the metrics monitoring alerts on (settings.BACKUP_METRICS, node_exporter's textfile directory).

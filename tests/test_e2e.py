@@ -443,10 +443,11 @@ def _lose_server(name: str) -> None:
     client = connect(_settings())
     server = client.servers.get_by_name(name)
     volume = client.volumes.get_by_name(Settings.volume_name(name))
+    client.volumes.change_protection(volume, delete=False).wait_until_finished()
+    client.volumes.detach(volume).wait_until_finished()
+    client.volumes.delete(volume)
     client.servers.change_protection(server, delete=False, rebuild=False).wait_until_finished()
     client.servers.delete(server).wait_until_finished()
-    client.volumes.change_protection(volume, delete=False).wait_until_finished()
-    client.volumes.delete(volume)
 
 
 def _disaster_recovery(runner: steps.Runner, token: str) -> None:

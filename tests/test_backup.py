@@ -30,6 +30,7 @@ PASSWORD = "correct-horse-battery-staple-0123456789"
 FAKE_RESTIC = r"""#!/bin/bash
 echo "restic $*" >> "$FAKE_LOG"
 echo "env RESTIC_PASSWORD_FILE=$RESTIC_PASSWORD_FILE" >> "$FAKE_LOG"
+printf '%s' "$RESTIC_REPOSITORY" > "$FAKE_LOG.repository"
 args=" $* "
 case "$args" in
   *" cat config "*) exit 0 ;;
@@ -52,8 +53,10 @@ FAKE_PG_RESTORE = '#!/bin/bash\n[ "$(head -c 5 "$2")" = PGDMP ]\n'
 
 
 @pytest.fixture
-def job(tmp_path):
-    """Run the rendered job with the stand-ins; returns run(command, **env) -> CompletedProcess."""
+def job(tmp_path, request):
+    """Run the rendered job with the stand-ins; returns run(command, **env) -> CompletedProcess. Indirect
+    parametrization overrides the repository."""
+    repository = getattr(request, "param", "sftp://u1@box:23/mindroom/dokku-1")
     bin_dir, config = tmp_path / "bin", tmp_path / "etc"
     for directory in (bin_dir, config):
         directory.mkdir()
@@ -67,7 +70,7 @@ def job(tmp_path):
     script = tmp_path / "mindroom-backup"
     script.write_text(ops.render(
         str(ROOT / "templates/backup/mindroom-backup.j2"), shell_quote=ops._q, config_dir=str(config),
-        state_dir=str(tmp_path / "state"), repository="sftp://u1@box:23/mindroom/dokku-1", host_name="dokku-1",
+        state_dir=str(tmp_path / "state"), repository=repository, host_name="dokku-1",
         paths=[str(mount), str(tmp_path / "missing")], excludes=[str(mount / "docker")],
         dumps_dir=str(mount / "dumps"), scratch_dir=str(mount / "scratch"), services_dir=str(mount / "services"),
         dokku=True, dump_min_bytes=512, max_snapshot_age_hours=26, metrics_path=str(tmp_path / "backup.prom"),
@@ -140,6 +143,17 @@ def test_a_restore_refuses_a_host_with_data_of_its_own(job):
     assert refused.returncode == 3
     assert "made backups of its own" in refused.stderr and "Dokku services: db1" in refused.stderr
     assert " restore " not in job.log.read_text(), "nothing was restored"
+
+
+HOSTILE_REPOSITORY = "sftp://u1@box/x'$(touch PWNED)`touch PWNED`;touch PWNED \\ \"$HOME\""
+
+
+@pytest.mark.parametrize("job", [HOSTILE_REPOSITORY], indirect=True)
+def test_a_value_reaches_restic_literally_whatever_it_holds(job, tmp_path):
+    """The second check where a value lands: the script shell-quotes it (the settings refuse such a value first)."""
+    assert job("snapshots").returncode == 0
+    assert Path(f"{job.log}.repository").read_text() == HOSTILE_REPOSITORY
+    assert not list(tmp_path.rglob("PWNED")) and not Path("PWNED").exists()
 
 
 def test_restore_test_time_wraps_past_midnight():

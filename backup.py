@@ -145,8 +145,12 @@ def _confirm(name: str, snapshot: dict, args, out) -> None:
     print(f"This puts snapshot {snapshot['short_id']} of {name} ({snapshot['time'][:19]}) back on {name}: its files "
           "over the live ones, its databases re-imported, its apps restarted.", file=out)
     out.flush()
-    if input(f"Type the host's name ({name}) to go on: ").strip() != name:
-        raise BootstrapError("restore cancelled; nothing was changed")
+    try:
+        answer = input(f"Type the host's name ({name}) to go on: ")
+    except EOFError:  # no terminal to ask on
+        answer = ""
+    if answer.strip() != name:
+        raise BootstrapError("restore cancelled; nothing was changed (pass --yes to restore without asking)")
 
 
 def cmd_restore(settings, args, out) -> int:

@@ -187,3 +187,16 @@ def test_the_repository_password_is_generated_once_and_kept_private(tmp_path):
     assert (tmp_path / "secrets").stat().st_mode & 0o777 == 0o700
     assert Path(settings["password_file"]).stat().st_mode & 0o777 == 0o600
     assert backup.repository_password(settings, "given") == "given"
+
+
+def test_restore_asks_and_an_unanswered_question_changes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(backup_cli, "_hosts", lambda settings: {"dokku-1": {}})
+    monkeypatch.setattr(backup_cli, "snapshots", lambda data, name: [{"id": "ab12cd", "short_id": "ab12",
+                                                                        "time": "2026-12-02T03:00:00Z"}])
+    monkeypatch.setattr(backup_cli.lock, "hold", lambda *args: pytest.fail("the lock is taken only after the answer"))
+    monkeypatch.setattr("builtins.input", lambda prompt: (_ for _ in ()).throw(EOFError))
+    (tmp_path / "none.env").write_text("")
+    environ = {"DOMAIN": "mindroom.test", "ENV_FILE": str(tmp_path / "none.env"), "SECRETS_DIR": str(tmp_path / "s")}
+    assert backup_cli.main(["restore", "dokku-1"], environ) == 1
+    assert capsys.readouterr().err.endswith("restore cancelled; nothing was changed (pass --yes to restore without "
+                                             "asking)\n")

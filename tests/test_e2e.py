@@ -465,7 +465,11 @@ def _disaster_recovery(runner: steps.Runner, token: str) -> None:
     runner.run("a file in an app's persistent storage on dokku-1", _ssh(
         dokku_1, f"mkdir -p {shlex.quote(str(Path(DR_STORAGE).parent))} && echo {token} > {DR_STORAGE}"))
     runner.run("a file on the platform volume", _ssh(platform, f"echo {token} > {DR_PLATFORM_FILE}"))
+    pings = webhook.pings(layout.LAB)
     runner.run("backup.py now", steps.backup("now"))
+    if webhook.pings(layout.LAB) < pings + len(hosts):
+        raise steps.StepFailed(f"backup.py now on {len(hosts)} hosts sent {webhook.pings(layout.LAB) - pings} health "
+                               "check pings")
     listed = runner.run("backup.py list", steps.backup("list", dokku_1["name"]))
     if dokku_1["name"] not in listed or "no snapshot" in listed:
         raise steps.StepFailed(f"backup.py list shows no snapshot of {dokku_1['name']}:\n{listed}")

@@ -66,3 +66,13 @@ def test_anything_else_is_refused_and_not_recorded(receiver, path, body, content
 def test_facts_match_the_upstream_message():
     assert webhook.WEBHOOK_FACTS["message_keys"] == set(MESSAGE)
     assert webhook.WEBHOOK_FACTS["alert_keys"] == set(MESSAGE["alerts"][0])
+
+
+def test_the_health_check_ping_is_counted_only_on_its_secret_path(receiver):
+    url, record = receiver
+    with urllib.request.urlopen(f"{url}/ping/secret", timeout=5) as response:
+        assert response.status == 200
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{url}/ping/guess", timeout=5)
+    assert refused.value.code == 405
+    assert webhook.pings_file(record).read_text().count("\n") == 1

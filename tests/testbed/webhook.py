@@ -4,8 +4,9 @@ Strict like a real receiver that parses Alertmanager's payload: only POST to the
 the message shape of Alertmanager's webhook notifier (WEBHOOK_FACTS, checked in tests/test_monitoring_standin.py);
 anything else is answered 400/404 and not recorded. Accepted messages go to LAB/webhook/received.jsonl.
 
-Its settings: ALERT_WEBHOOK_URL (with a random path, a secret like a Slack hook's) and the testbed's short alert
-timings (a host is down after ALERT_HOST_DOWN_FOR, groups flush after ALERT_GROUP_WAIT/INTERVAL).
+It also counts the backups' health check pings (GET on /ping/<the same secret>, LAB/webhook/pings.txt).
+Its settings: ALERT_WEBHOOK_URL (with a random path, a secret like a Slack hook's), BACKUP_HEALTHCHECK_URL and the
+testbed's short alert timings (a host is down after ALERT_HOST_DOWN_FOR, groups flush after ALERT_GROUP_WAIT/INTERVAL).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import json
 import secrets
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -83,13 +85,32 @@ def handler(path: str, record: Path):
                 handle.write(json.dumps(message) + "\n")
             self._answer(200, "ok\n")
 
-        def do_GET(self):  # noqa: N802
-            self._answer(405, "POST only\n")
+        def do_GET(self):  # noqa: N802 - the backups' health check ping (healthchecks.io takes GET and POST)
+            if self.path != ping_path(path):
+                return self._answer(405, "POST only\n")
+            with open(pings_file(record), "a") as handle:
+                handle.write(f"{time.time()}\n")
+            self._answer(200, "OK")
 
         def log_message(self, *_args):  # the path is the secret: never logged
             pass
 
     return Receiver
+
+
+def ping_path(alerts_path: str) -> str:
+    """The health check URL's path (BACKUP_HEALTHCHECK_URL): as secret as the alerts' path."""
+    return alerts_path.replace("/alerts/", "/ping/", 1)
+
+
+def pings_file(record: Path) -> Path:
+    return record.with_name("pings.txt")
+
+
+def pings(lab: Path) -> int:
+    """How many health check pings the receiver got."""
+    path = pings_file(received_file(lab))
+    return len(path.read_text().splitlines()) if path.is_file() else 0
 
 
 def start(lab: Path, bridge_ip: str) -> dict[str, str]:
@@ -105,7 +126,8 @@ def start(lab: Path, bridge_ip: str) -> dict[str, str]:
                  "--token-file", str(token_file), "--record", str(received_file(lab))],
                 directory / "webhook.pid", directory / "webhook.log", cwd=Path(__file__).resolve().parents[2])
     procs.wait_for(lambda: procs.port_open(bridge_ip, PORT), 10, f"the webhook receiver on {bridge_ip}:{PORT}")
-    return {"ALERT_WEBHOOK_URL": f"http://{bridge_ip}:{PORT}{path}", **TIMINGS}
+    base = f"http://{bridge_ip}:{PORT}"
+    return {"ALERT_WEBHOOK_URL": f"{base}{path}", "BACKUP_HEALTHCHECK_URL": f"{base}{ping_path(path)}", **TIMINGS}
 
 
 def received_file(lab: Path) -> Path:

@@ -15,8 +15,9 @@ than settings.DOKKU_PLUGINS, to them, one server after another (dokku-1, dokku-2
 (`dokku ps:stop --all`), the held package upgraded, the plugins updated, the apps rebuilt and started (`dokku
 ps:rebuild --all`); the server is done when `dokku version` is DOKKU_VERSION and every app that ran before runs
 again. A failure stops the roll, naming the server; the servers after it are not touched and keep serving on the
-old version. Nothing to upgrade: nothing is sent (no lock either); otherwise the lock is taken and the servers are
-asked again under it.
+old version. With backups on (BACKUP_REPOSITORY), each server is backed up (`backup.py now SERVER`) just
+before its apps stop; a failed backup stops the roll before that server is touched. Nothing to upgrade:
+nothing is sent (no lock either); otherwise the lock is taken and the servers are asked again under it.
 """
 
 from __future__ import annotations
@@ -123,14 +124,27 @@ def needing_upgrade(hosts: list[str], version: str) -> dict[str, list[str]]:
     return {name: changes for name in hosts if (changes := upgrade_changes(releases[name], version, DOKKU_PLUGINS))}
 
 
-def roll(kind: Roll, hosts: list[str], out, details: Mapping[str, list[str]] | None = None) -> None:
+def backup_now(name: str) -> int:
+    """`python backup.py now NAME`: the server's backup just before it is touched; its exit status."""
+    return subprocess.run([sys.executable, "backup.py", "now", name], cwd=ROOT, stdin=subprocess.DEVNULL).returncode
+
+
+def roll(kind: Roll, hosts: list[str], out, details: Mapping[str, list[str]] | None = None,
+         back_up_first: bool = False) -> None:
+    """One host after another; with `back_up_first` each is backed up before its step, and a failed backup
+    stops the roll before that host is touched."""
     for number, name in enumerate(hosts, 1):
         detail = f": {', '.join(details[name])}" if details else ""
+        rest = f"; {kind.untouched}: {', '.join(hosts[number:])}" if hosts[number:] else ""
+        if back_up_first:
+            print(f"[{number}/{len(hosts)}] backing up {name} first", file=out, flush=True)
+            if backup_now(name) != 0:
+                raise BootstrapError(f"the {kind.name} roll stopped at {name}: its backup before the {kind.name} "
+                                     f"failed (output above), {name} is untouched{rest}")
         print(f"[{number}/{len(hosts)}] {kind.doing} {name}{detail}", file=out, flush=True)
         began = time.monotonic()
         done = _pyinfra("--limit", name, "inventory.py", kind.deploy)
         if done.returncode != 0:
-            rest = f"; {kind.untouched}: {', '.join(hosts[number:])}" if hosts[number:] else ""
             raise BootstrapError(f"the {kind.name} roll stopped at {name}: {kind.failed} "
                                  f"(pyinfra exit {done.returncode}, output above){rest}")
         print(f"[{number}/{len(hosts)}] {name} {kind.done} ({time.monotonic() - began:.0f} s)", file=out, flush=True)
@@ -160,7 +174,7 @@ def cmd_upgrade(settings, args, out) -> int:
         pending = needing_upgrade(servers, settings.dokku_version)  # again, under the lock
         print(f"Upgrading one Dokku server at a time to Dokku {settings.dokku_version}: "
               f"{', '.join(pending) or 'none any more'}", file=out, flush=True)
-        roll(UPGRADE, list(pending), out, pending)
+        roll(UPGRADE, list(pending), out, pending, back_up_first=settings.backup() is not None)
     print("Upgraded." if pending else "No Dokku server needs an upgrade any more.", file=out)
     return 0
 

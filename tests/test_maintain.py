@@ -171,3 +171,34 @@ def test_dokku_release_fact_reads_version_plugins_and_running_apps():
                                                                                  "redis": "1.43.0"},
                                               "apps": ["demo", "shop"]}
     assert DokkuRelease().process([]) == {"version": "", "plugins": {}, "apps": []}
+
+
+BACKUPS_ON = {**NEXT, "BACKUP_REPOSITORY": "s3:https://fsn1.your-objectstorage.com/bucket",
+              "BACKUP_S3_ACCESS_KEY_ID": "AccessKey0001", "BACKUP_S3_SECRET_ACCESS_KEY": "SecretAccessKey0001"}
+
+
+def test_with_backups_each_server_is_backed_up_just_before_its_upgrade(h, monkeypatch):
+    pyinfra = Pyinfra(h)
+    backed_up = []
+    monkeypatch.setattr(maintain, "backup_now", lambda name: backed_up.append((name, len(pyinfra.rebooted()))) or 0)
+    code, out, err = upgrade(h, monkeypatch, pyinfra, settings=BACKUPS_ON)
+    assert code == 0, err
+    assert backed_up == [(name, number) for number, name in enumerate(DOKKU_ORDER)], \
+        "each server's backup comes after the previous server's upgrade and before its own"
+    assert "[2/3] backing up mindroom-production-dokku-2 first\n" in out
+
+
+def test_without_backups_the_upgrade_backs_nothing_up(h, monkeypatch):
+    monkeypatch.setattr(maintain, "backup_now", lambda name: pytest.fail(f"backed up {name} without backups"))
+    code, _, err = upgrade(h, monkeypatch, Pyinfra(h))
+    assert code == 0, err
+
+
+def test_a_failed_backup_stops_the_upgrade_before_the_server_is_touched(h, monkeypatch):
+    pyinfra = Pyinfra(h)
+    monkeypatch.setattr(maintain, "backup_now", lambda name: 1 if name == DOKKU_ORDER[1] else 0)
+    code, _, err = upgrade(h, monkeypatch, pyinfra, settings=BACKUPS_ON)
+    assert code == 1 and err == ("error: the upgrade roll stopped at mindroom-production-dokku-2: its backup before the "
+                                 "upgrade failed (output above), mindroom-production-dokku-2 is untouched; not upgraded "
+                                 "(still serving on the old version): mindroom-production-dokku-10\n")
+    assert pyinfra.rebooted() == DOKKU_ORDER[:1] and h.fake.resources("placement_groups") == []

@@ -289,9 +289,11 @@ def _check_dokku_servers(runner: steps.Runner, version: str, when: str) -> None:
 
 
 def _check_upgrade_roll(output: str, old: str, new: str) -> None:
-    """dokku-1, then dokku-2, each done before the next starts; the platform is no Dokku server."""
+    """dokku-1, then dokku-2, each backed up (the lab's backups are on) and done before the next starts; the
+    platform is no Dokku server."""
     order = [host["name"] for host in _dokku_servers()]
     wanted = [line for number, name in enumerate(order, 1) for line in (
+        f"[{number}/{len(order)}] backing up {name} first",
         f"[{number}/{len(order)}] upgrading {name}: Dokku {old} -> {new}",
         f"[{number}/{len(order)}] {name} is upgraded: dokku version checked, its apps run again")]
     got = [line.split(" (")[0] for line in output.splitlines() if re.match(r"\[\d+/\d+\] ", line)]

@@ -1,5 +1,9 @@
 """Table of contents: the tasks each group of hosts gets, in order. Logic lives in tasks/.
 
+snapshot.declare(tasks) asks every host's questions before anything is read, so each host's snapshot is read
+once in every mode (tasks/snapshot.py); converged.finish_planning() ends a default-mode run that has nothing to
+do before pyinfra's prompt (tasks/converged.py).
+
 Order across hosts: pyinfra orders operations as a graph of each host's sequence; an operation called for
 every host joins the sequences. keys.root_access() is such a join (root's authorized_keys on every host), so the
 Dokku hosts authorize the platform's key after the platform host generated it.
@@ -9,28 +13,35 @@ reboot.report_required() last: the hosts that need a reboot are named at the end
 
 from pyinfra import host
 
-from tasks import backup, base, docker, dokku, keys, lock, monitoring, nginx, platform, reboot, tls, volume
+from tasks import backup, base, converged, docker, dokku, keys, lock, monitoring, nginx, platform, reboot, snapshot, tls, \
+    volume
 
-lock.hold()
-base.configure()
-volume.mount()
-docker.install()
-monitoring.node_exporter()
 
-if "platform" in host.groups:
-    keys.platform_key()
+def tasks():
+    lock.hold()
+    base.configure()
+    volume.mount()
+    docker.install()
+    monitoring.node_exporter()
 
-if "dokku" in host.groups:
-    dokku.install()
-    dokku.configure()
+    if "platform" in host.groups:
+        keys.platform_key()
 
-keys.root_access()
+    if "dokku" in host.groups:
+        dokku.install()
+        dokku.configure()
 
-if "platform" in host.groups:
-    platform.services()
-    nginx.configure()
-    tls.certificates()
-    monitoring.server()
+    keys.root_access()
 
-backup.configure()  # last: it backs up what the tasks above set up
-reboot.report_required()
+    if "platform" in host.groups:
+        platform.services()
+        nginx.configure()
+        tls.certificates()
+        monitoring.server()
+
+    backup.configure()  # last: it backs up what the tasks above set up
+    reboot.report_required()
+
+
+snapshot.declare(tasks)
+converged.finish_planning()

@@ -123,6 +123,7 @@ _DOMAIN_RE = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a
 _ENVIRONMENT_RE = re.compile(r"[a-z][a-z0-9-]{0,19}")
 _SLUG_RE = re.compile(r"[a-z0-9][a-z0-9.-]{0,62}")
 _VERSION_RE = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+")
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _PUBLIC_KEY_RE = re.compile(r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) ([A-Za-z0-9+/]+={0,2})( [ -~]*)?")
 # Docker's reference grammar (distribution/reference): a tag, and a registry host with an optional port.
 _IMAGE_TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
@@ -174,7 +175,7 @@ KNOWN_SETTINGS = frozenset((
     "SSH_PUBLIC_KEY_PATH", "SSH_EXTRA_PUBLIC_KEY_PATHS", "SSH_PRIVATE_KEY_PATH", "DOKKU_PROVISIONER_KEY_PATH",
     "DNS_ZONE", "MATRIX_FEDERATION",
     "OUTPUTS_FILE", "SECRETS_DIR", "SSH_STRICT_HOST_KEY_CHECKING", "SSH_KNOWN_HOSTS_FILE",
-    "DOKKU_VERSION", "DOKKU_APT_REPO_URL", "DOKKU_APT_KEY_URL", "DOKKU_APT_SUITE",
+    "DOKKU_VERSION", "DOKKU_APT_REPO_URL", "DOKKU_APT_KEY_URL", "DOKKU_APT_KEY_SHA256", "DOKKU_APT_SUITE",
     "LETSENCRYPT_STAGING", "ACME_SERVER", "ACME_CA_BUNDLE", "SERVICE_IMAGE_TAG", "REGISTRY_CA_CERT",
     *PLATFORM_SECRET_NAMES,
     # monitoring (Settings.monitoring)
@@ -448,6 +449,7 @@ class Settings:
     dokku_apt_repo_url: str
     dokku_apt_suite: str
     dokku_apt_key_url: str
+    dokku_apt_key_sha256: str  # "" when unset: the Dokku hosts' group data requires it
     acme_server: str
     acme_ca_bundle: str
     registry_ca_cert: str
@@ -1012,6 +1014,8 @@ def load_settings(environ: Mapping[str, str] | None = None, cwd: Path | None = N
         dokku_apt_suite=_match("DOKKU_APT_SUITE", get("DOKKU_APT_SUITE", "trixie"), _SLUG_RE, "an apt suite such as trixie"),
         dokku_apt_key_url=_url("DOKKU_APT_KEY_URL", get("DOKKU_APT_KEY_URL", "https://packagecloud.io/dokku/dokku/gpgkey"),
                                _is_local, "https://packagecloud.io/dokku/dokku/gpgkey"),
+        dokku_apt_key_sha256=_match("DOKKU_APT_KEY_SHA256", get("DOKKU_APT_KEY_SHA256"), _SHA256_RE,
+                                    "64 lowercase hex digits, as sha256sum prints them") if get("DOKKU_APT_KEY_SHA256") else "",
         acme_server=_url("ACME_SERVER", get("ACME_SERVER", acme_default), None, LETSENCRYPT_DIRECTORY),
         acme_ca_bundle=_pem_file("ACME_CA_BUNDLE", get("ACME_CA_BUNDLE"), base_dir),
         registry_ca_cert=_pem_file("REGISTRY_CA_CERT", get("REGISTRY_CA_CERT"), base_dir),

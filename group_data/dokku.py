@@ -11,6 +11,7 @@ try:
     settings = load_settings()
     provisioner_public_key = settings.provisioner_public_key()  # dokku-deploy's and Dokku's, never root's
     letsencrypt_email = settings.required("LETSENCRYPT_EMAIL", "Dokku's letsencrypt plugin registers with it")
+    settings.required("DOKKU_APT_KEY_SHA256", "the deploy installs Dokku's apt key only with this checksum (.env.example)")
 except SettingsError as error:
     sys.exit(f"error: {error}")
 
@@ -22,6 +23,7 @@ sysctl_extra = {"vm.max_map_count": "262144"}
 dokku_version = settings.dokku_version
 dokku_apt_repo_url = settings.dokku_apt_repo_url
 dokku_apt_key_url = settings.dokku_apt_key_url
+dokku_apt_key_sha256 = settings.dokku_apt_key_sha256  # the file at dokku_apt_key_url is pinned
 dokku_apt_suite = settings.dokku_apt_suite
 # Installed with dokku: its renewal job lives in dokku's crontab (Dokku Depends `cron | cron-daemon`), and Debian's
 # buildx satisfies its `docker-buildx-plugin | moby-buildx | docker-buildx` (docker.io and docker-compose, its

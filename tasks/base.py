@@ -45,7 +45,7 @@ def ssh():
     config = ops.template(name="Upload /etc/ssh/sshd_config (checked with sshd -t)", src="templates/base/sshd_config.j2",
                           dest="/etc/ssh/sshd_config", mode="644", validate="sshd -t -f {path}")
     ops.services(name="Enable ssh", units=["ssh"])
-    systemd.service(name="Reload ssh", service="ssh", reloaded=True, _if=config.did_change)
+    ops.on_change(name="Reload ssh", changes=[config], operation=systemd.service, service="ssh", reloaded=True)
 
 
 @deploy("Base: firewall")
@@ -65,7 +65,8 @@ def fail2ban():
     jail = ops.template(name="Upload /etc/fail2ban/jail.d/sshd.local", src="templates/base/sshd.local.j2",
                         dest="/etc/fail2ban/jail.d/sshd.local", mode="644", ssh_port=host.data.ssh_port)
     ops.services(name="Run fail2ban", units=["fail2ban"])
-    systemd.service(name="Restart fail2ban", service="fail2ban", restarted=True, _if=jail.did_change)
+    ops.on_change(name="Restart fail2ban", changes=[jail], operation=systemd.service, service="fail2ban",
+                  restarted=True)
 
 
 @deploy("Base: swap")

@@ -33,4 +33,5 @@ def install():
                   stop=["docker.socket", "docker.service"])
     ops.packages(name="Install Docker", packages=DOCKER_PACKAGES)
     ops.services(name="Run Docker", units=["docker"])
-    systemd.service(name="Restart Docker", service="docker", restarted=True, _if=config.did_change)
+    ops.on_change(name="Restart Docker", changes=[config], operation=systemd.service, service="docker",
+                  restarted=True)

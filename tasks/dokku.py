@@ -46,7 +46,8 @@ def sha256_fingerprint(public_key: str) -> str:
 
 @snapshot_operation(lambda **_: {"dokku": True})
 def ssh_key(key_name: str, public_key: str):
-    """Dokku's ssh-key `key_name` is `public_key`: added when missing, replaced when its SHA256 fingerprint differs."""
+    """Dokku's ssh-key `key_name` is `public_key`: added when missing, replaced when its SHA256 fingerprint differs.
+    Custom, as every Dokku step: pyinfra has no Dokku operations."""
     wanted = sha256_fingerprint(public_key)
     current = snapshot.read()["dokku"].get("ssh_keys", {}).get(key_name)
     if current == wanted:
@@ -143,9 +144,10 @@ def upgrade_package(version: str):
 def install():
     preseed = ops.template(name=f"Upload {PRESEED}", src="templates/dokku/dokku.preseed.j2", dest=PRESEED, mode="600",
                            domain=host.data.domain, key_file=NO_KEY_FILE)
-    server.shell(name="Preset dokku's debconf answers", commands=[f"debconf-set-selections {PRESEED}"],
-                 _if=preseed.did_change)
-    ops.download(name=f"Download Dokku's apt key to {KEYRING}", url=host.data.dokku_apt_key_url, dest=KEYRING)
+    ops.on_change(name="Preset dokku's debconf answers", changes=[preseed], operation=server.shell,
+                  commands=[f"debconf-set-selections {PRESEED}"])
+    ops.download(name=f"Download Dokku's apt key to {KEYRING} (pinned SHA-256)", url=host.data.dokku_apt_key_url,
+                 dest=KEYRING, sha256=host.data.dokku_apt_key_sha256)
     ops.template(
         name="Upload /etc/apt/sources.list.d/dokku.sources", src="templates/dokku/dokku.sources.j2",
         dest="/etc/apt/sources.list.d/dokku.sources", mode="644",
@@ -154,8 +156,8 @@ def install():
     report.at_end("dokku-upgrade", _upgrade_lines)
     installed = package(name=f"Install dokku {host.data.dokku_version} (held)", version=host.data.dokku_version,
                         extra=host.data.dokku_packages)
-    server.shell(name="Install Dokku's core plugin dependencies", commands=["dokku plugin:install-dependencies --core"],
-                 _if=installed.did_change)
+    ops.on_change(name="Install Dokku's core plugin dependencies", changes=[installed], operation=server.shell,
+                  commands=["dokku plugin:install-dependencies --core"])
     mount_point = host.data.mount_point
     ops.move_onto(name=f"Keep /home/dokku on the volume ({mount_point}/dokku-home)", src="/home/dokku",
                   dest=f"{mount_point}/dokku-home", link=True, owner="dokku")

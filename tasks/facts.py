@@ -1,6 +1,6 @@
 """HostSnapshot: everything the tasks compare, read in one round trip (tasks/snapshot.py caches it per host).
 
-Its command never fails, reads files rather than running slow tools and forks little (one stat and one sha1sum
+Its command never fails, reads files rather than running slow tools and forks little (one stat and one sha256sum
 for all regular files): package and hold state from dpkg,
 ufw's rules from its rules files, Dokku's state from Dokku's own files (the places `dokku ...:set` writes), the
 platform's certificate (names, expiry) and its compose services' states. `contents` returns whole files: ask it
@@ -27,7 +27,7 @@ for p in $files; do
   elif [ -d "$p" ]; then dirs="$dirs $p"
   else echo "file=$p missing"; fi
 done
-[ -n "$regular" ] && { stat -c 'file=%n file %a %U %G' $regular; sha1sum $regular | awk '{print "sha1=" $2 " " $1}'; }
+[ -n "$regular" ] && { stat -c 'file=%n file %a %U %G' $regular; sha256sum $regular | awk '{print "sha256=" $2 " " $1}'; }
 [ -n "$dirs" ] && stat -c 'file=%n dir %a %U %G' $dirs
 for p in $contents; do [ -f "$p" ] && awk -v p="$p" '{print "content=" p " " $0}' "$p"; done
 for p in $certs; do
@@ -57,7 +57,7 @@ for u in $users; do
   getent passwd "$u" | sed 's/^/passwd=/'
   id -nG "$u" 2>/dev/null | sed "s/^/groups=$u /"
   home=$(getent passwd "$u" | cut -d: -f6)
-  [ -n "$home" ] && [ -f "$home/.ssh/authorized_keys" ] && echo "keys=$u $(sha1sum < "$home/.ssh/authorized_keys" | cut -c1-40)"
+  [ -n "$home" ] && [ -f "$home/.ssh/authorized_keys" ] && echo "keys=$u $(sha256sum < "$home/.ssh/authorized_keys" | cut -c1-64)"
 done
 if [ "$dokku" = yes ] && [ -d /var/lib/dokku ]; then
   echo "dokku=installed"
@@ -173,9 +173,9 @@ def _parse_line(snap, key, value):
             snap["sysctl"][name] = " ".join(setting.split())
     elif key == "file":
         _parse_file(snap["files"], value.split(" "))
-    elif key == "sha1":  # one sha1sum for every regular file, after their stat lines
+    elif key == "sha256":  # one sha256sum for every regular file, after their stat lines
         path, _, digest = value.rpartition(" ")
-        snap["files"].setdefault(path, {})["sha1"] = digest
+        snap["files"].setdefault(path, {})["sha256"] = digest
     elif key == "unit":
         props = dict(part.split("=", 1) for part in value.split() if "=" in part)
         name = props.get("Id", "").removesuffix(".service")
@@ -204,7 +204,7 @@ def _parse_file(files, fields):
     if kind == "link":
         files[path] = {"type": "link", "target": rest[0]}
     elif kind in ("file", "dir"):
-        files[path] = {"type": kind, **dict(zip(("mode", "user", "group", "sha1"), rest))}
+        files[path] = {"type": kind, **dict(zip(("mode", "user", "group"), rest))}
 
 
 def _parse_ufw(ufw, value):
@@ -229,4 +229,4 @@ def _parse_user(users, key, value):
         if key == "groups":
             entry["groups"] = rest.split()
         else:
-            entry["authorized_keys_sha1"] = rest
+            entry["authorized_keys_sha256"] = rest

@@ -37,7 +37,8 @@ ROOT_AUTHORIZED_KEYS = "/root/.ssh/authorized_keys"
 @snapshot_operation(lambda path, **_: {"paths": [path]})
 def ed25519_key(path: str, comment: str):
     """Generate an ed25519 key pair at path unless the private key exists (it is never regenerated). Asked as a
-    path (exists or not), so no digest of the private key is ever read."""
+    path (exists or not), so no digest of the private key is ever read. Custom: pyinfra has no operation that
+    generates a key."""
     if snapshot.read()["paths"].get(path, "missing") != "missing":
         host.noop(f"{path} exists")
         return
@@ -72,7 +73,7 @@ def platform_key():
                 dokku_hosts=hosts)
 
 
-@snapshot_operation(lambda **_: {"files": [ROOT_AUTHORIZED_KEYS]})
+@snapshot_operation(lambda **_: {"files": [ROOT_AUTHORIZED_KEYS], "dokku": "dokku" in host.groups})
 def root_authorized_keys(admin_keys: list[str], platform_host=None):
     """root's authorized_keys is exactly the admin keys and, on a Dokku host, the platform's public key (read now
     from the platform's snapshot) from the platform's private IP only; that key is in Dokku's ssh-keys too."""
@@ -106,6 +107,5 @@ def root_access():
     platform_host = inventory_hosts.platform_host()
     if platform_host is not None and "dokku" in host.groups:
         snapshot.ask(on=platform_host, contents=[f"{platform_host.data.platform_key_path}.pub"])
-        snapshot.ask(dokku=True)
     root_authorized_keys(name="Write root's authorized_keys exactly: the admin keys (Dokku hosts: and the platform key)",
                          admin_keys=host.data.admin_public_keys, platform_host=platform_host)

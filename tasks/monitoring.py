@@ -20,7 +20,6 @@ import logging
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import systemd
-from pyinfra.operations.util import any_changed
 
 from tasks import ops
 from tasks.inventory_hosts import dokku_hosts
@@ -58,11 +57,12 @@ def node_exporter():
         f"--collector.textfile.directory={data.node_exporter_textfile_dir}",
     ])
     drop_in = _template("node-exporter-mindroom.conf.j2", f"/etc/systemd/system/{NODE_EXPORTER}.service.d/mindroom.conf")
-    systemd.daemon_reload(name="Reload systemd for node_exporter's drop-in", _if=drop_in.did_change)
+    ops.on_change(name="Reload systemd for node_exporter's drop-in", changes=[drop_in],
+                  operation=systemd.daemon_reload)
     ops.packages(name="Install node_exporter", packages=[NODE_EXPORTER])
     ops.services(name="Run node_exporter", units=[NODE_EXPORTER])
-    systemd.service(name="Restart node_exporter", service=NODE_EXPORTER, restarted=True,
-                    _if=any_changed(defaults, drop_in))
+    ops.on_change(name="Restart node_exporter", changes=[defaults, drop_in], operation=systemd.service,
+                  service=NODE_EXPORTER, restarted=True)
 
 
 def scrape_targets(data, name: str, dokku: list) -> list[dict]:
@@ -166,12 +166,12 @@ def server():
     ops.services(name="Run Prometheus, Alertmanager, blackbox_exporter", units=list(SERVER_UNITS))
     for unit, changed in (("prometheus", [rules, prometheus]), ("prometheus-alertmanager", alertmanager),
                           ("prometheus-blackbox-exporter", [blackbox, probe_ca])):
-        systemd.service(name=f"Restart {unit} (new flags)", service=unit, restarted=True,
-                        _if=defaults[unit].did_change)
-        systemd.service(name=f"Reload {unit}", service=unit, reloaded=True, _if=any_changed(*changed))
+        ops.on_change(name=f"Restart {unit} (new flags)", changes=[defaults[unit]], operation=systemd.service,
+                      service=unit, restarted=True)
+        ops.on_change(name=f"Reload {unit}", changes=changed, operation=systemd.service, service=unit, reloaded=True)
     ops.services(name=f"Run {SERVICE_METRICS}.timer", units=[f"{SERVICE_METRICS}.timer"])
-    systemd.service(name=f"Restart {SERVICE_METRICS}.timer", service=f"{SERVICE_METRICS}.timer", restarted=True,
-                    _if=any_changed(*metrics_units))
+    ops.on_change(name=f"Restart {SERVICE_METRICS}.timer", changes=metrics_units, operation=systemd.service,
+                  service=f"{SERVICE_METRICS}.timer", restarted=True)
 
 
 def alert_secrets() -> list:
@@ -203,5 +203,5 @@ def service_metrics() -> list:
         _template(f"{SERVICE_METRICS}.timer.j2", f"/etc/systemd/system/{SERVICE_METRICS}.timer",
                   interval=SERVICE_METRICS_INTERVAL),
     ]
-    systemd.daemon_reload(name=f"Reload systemd for {SERVICE_METRICS}", _if=any_changed(*units[1:]))
+    ops.on_change(name=f"Reload systemd for {SERVICE_METRICS}", changes=units[1:], operation=systemd.daemon_reload)
     return units

@@ -18,7 +18,6 @@ from pathlib import Path
 from pyinfra import host
 from pyinfra.api import DeployError, deploy
 from pyinfra.operations import server
-from pyinfra.operations.util import any_changed
 
 from admin_password import admin_credentials
 from settings import SettingsError
@@ -63,6 +62,6 @@ def configure():
         ops.absent(name="Remove the stock default site", path="/etc/nginx/sites-enabled/default"),
     ]
     ops.services(name="Enable nginx", units=["nginx"])
-    server.shell(name="Validate and reload nginx (mindroom-nginx-apply)", commands=[APPLY_SCRIPT],
-                 _if=any_changed(*changes))
+    ops.on_change(name="Validate and reload nginx (mindroom-nginx-apply)", changes=changes, operation=server.shell,
+                  commands=[APPLY_SCRIPT])
 

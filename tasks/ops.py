@@ -1,7 +1,10 @@
-"""Custom operations. Each compares against the host snapshot (tasks/snapshot.py: one read per host when
-nothing changes) and yields commands only for what differs.
+"""The deploy's operations. Each compares the host snapshot (tasks/snapshot.py: one read per host when nothing
+changes) with what is wanted and either says no-op, without asking pyinfra anything, or hands the change to
+pyinfra's own operation (`yield from files.put._inner(...)`), which looks at the host again with its own facts:
+those round trips are paid only for what changes. Custom commands remain only where pyinfra has no operation;
+each such operation says why in its docstring.
 
-Offline cases live in tests/operations/<op>/*.json (snapshot in, exact commands out, including no-op cases).
+Offline cases live in tests/operations/<op>/*.json (snapshot in, exact commands out, a no-op case for each).
 """
 
 from __future__ import annotations
@@ -11,31 +14,32 @@ import ipaddress
 import shlex
 import uuid
 from io import BytesIO, StringIO
-from pathlib import Path
 
-from jinja2 import FileSystemLoader
+from jinja2 import FileSystemLoader, TemplateRuntimeError, TemplateSyntaxError, UndefinedError
 from pyinfra import host, logger, state
 from pyinfra.api import FileUploadCommand, OperationError
-from pyinfra.api.util import get_file_sha1, get_template
+from pyinfra.api.util import get_template
 from pyinfra.facts.files import FileContents
+from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util.files import generate_color_diff
 
 from settings import unprintable
 from tasks import snapshot
 from tasks.snapshot import snapshot_operation
 
-APT_INSTALL = ("DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
-               "-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold")
-
 
 def _q(value) -> str:
     return shlex.quote(str(value))
 
 
-def any_change(*metas):
-    """Like pyinfra's any_changed, usable inside an operation in a dry run too: before execution
-    (`--dry`, change detection) an operation counts as changed when it plans commands."""
-    return lambda: any(meta.did_change() if meta.is_complete() else meta.will_change for meta in metas)
+def _sha256(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+def changed(metas) -> bool:
+    """Whether one of these operations changed the host (after it ran) or will (before: `--dry`, change
+    detection, the lock's look ahead). pyinfra's own `any_changed` answers only after execution."""
+    return any(meta.did_change() if meta.is_complete() else meta.will_change for meta in metas)
 
 
 def in_container() -> bool:
@@ -43,22 +47,37 @@ def in_container() -> bool:
     return snapshot.read()["container"] != "none"
 
 
-# -- packages ----------------------------------------------------------------------------------------------
+# -- follow-ups ----------------------------------------------------------------------------------------------
+@snapshot_operation(lambda **_: {})
+def on_change(changes: list, operation, **arguments):
+    """pyinfra's `operation` with `arguments` (systemd.service with restarted=True, systemd.daemon_reload,
+    server.shell, ...) when an operation in `changes` changed something; a no-op otherwise. In place of `_if=`:
+    pyinfra counts an `_if` operation as a conditional change on every run, so a converged platform would still
+    look like it had something to do."""
+    if not changed(changes):
+        host.noop("nothing it follows changed")
+        return
+    yield from operation._inner(**arguments)
+
+
+# -- packages ------------------------------------------------------------------------------------------------
 @snapshot_operation(lambda marker, **_: {"files": [marker]})
 def apt_upgrade_once(marker: str):
-    """Refresh the package lists and upgrade everything, once: the marker file records that it ran."""
-    if snapshot.read()["files"].get(marker):
+    """Refresh the package lists and upgrade everything (pyinfra's apt.update and apt.dist_upgrade), once: the
+    marker file records that it ran."""
+    if snapshot.read()["files"][marker]:
         host.noop(f"upgraded on the first run ({marker})")
         return
-    yield "DEBIAN_FRONTEND=noninteractive apt-get update -q"
-    yield APT_INSTALL.replace(" install ", " dist-upgrade ")
-    yield f"mkdir -p {_q(marker.rsplit('/', 1)[0])} && date -u +%FT%TZ > {_q(marker)}"
+    yield from apt.update._inner()
+    yield from apt.dist_upgrade._inner()
+    yield from files.file._inner(path=marker, touch=True)
 
 
 @snapshot_operation(lambda **_: {})
 def packages(packages: list[str], hold: list[str] | tuple = ()):
-    """Install the packages that are missing ("name" or "name=version"; a different version is installed
-    over the current one), refreshing the package lists first; then hold the `hold` packages."""
+    """The packages are installed ("name" or "name=version": a different version is installed over the current
+    one) by pyinfra's apt.packages, after refreshing the lists; then the `hold` packages are held (`apt-mark
+    hold`: pyinfra has no operation for holds)."""
     snap = snapshot.read()
     installed = snap["packages"]
     missing = []
@@ -67,8 +86,8 @@ def packages(packages: list[str], hold: list[str] | tuple = ()):
         if name not in installed or (version and installed[name] != version):
             missing.append(spec)
     if missing:
-        yield "DEBIAN_FRONTEND=noninteractive apt-get update -q"
-        yield f"{APT_INSTALL} --allow-downgrades --allow-change-held-packages " + " ".join(map(_q, missing))
+        yield from apt.packages._inner(packages=missing, update=True, no_recommends=True, allow_downgrades=True,
+                                       extra_install_args="--allow-change-held-packages")
     unheld = [name for name in hold if name not in snap["held"]]
     if unheld:
         yield "apt-mark hold " + " ".join(map(_q, unheld))
@@ -76,7 +95,7 @@ def packages(packages: list[str], hold: list[str] | tuple = ()):
         host.noop(f"{len(packages)} packages installed" + (f", {', '.join(hold)} held" if hold else ""))
 
 
-# -- files -------------------------------------------------------------------------------------------------
+# -- files ---------------------------------------------------------------------------------------------------
 def _local(src: str) -> str:
     return f"{state.cwd}/{src}" if state.cwd and not src.startswith("/") else src
 
@@ -85,19 +104,29 @@ def _owner_and_mode(path: str, mode: str, user: str, group: str) -> str:
     return f"chown {_q(user)}:{_q(group)} {_q(path)} && chmod {_q(mode)} {_q(path)}"
 
 
-def write(dest: str, content: bytes, mode: str, user: str = "root", group: str = "root", validate: str = "",
-          secret: bool = False):
-    """Commands that make dest hold content with this mode and owner; none when it already does. The file gets
-    its owner and mode before the content arrives. With `validate`, the content goes to a candidate beside dest,
-    is checked ({path} is the candidate's path) and only then moved over dest; a candidate that fails is removed
-    and the live file stays as it was. With `secret`, neither the content nor a diff is ever shown (and it is
-    never on a command line: uploads go over SFTP)."""
-    remote = snapshot.read()["files"].get(dest)
-    same_content = bool(remote) and remote.get("sha1") == hashlib.sha1(content).hexdigest()
-    if same_content and (remote["mode"], remote["user"], remote["group"]) == (str(int(mode)), user, group):
-        host.noop(f"{dest} is up to date")
-        return
-    if state.config.DIFF and not same_content and not secret:
+def _up_to_date(dest: str, content: bytes, mode: str, user: str, group: str) -> tuple[dict | None, bool]:
+    """(the snapshot's entry for dest, whether dest already holds content with this mode and owner)."""
+    remote = snapshot.read()["files"][dest]
+    same = bool(remote) and remote.get("sha256") == _sha256(content) and \
+        (remote["mode"], remote["user"], remote["group"]) == (str(int(mode)), user, group)
+    return remote, same
+
+
+def _private(mode: str, validate: str, secret: bool) -> bool:
+    """Written by _private_write: a secret, a candidate to check before it goes live, or a file others may not
+    read (pyinfra's files.put uploads first and sets the mode after, so the content would be readable for a
+    moment)."""
+    return secret or bool(validate) or not int(mode, 8) & 0o004
+
+
+def _private_write(dest: str, content: bytes, remote: dict | None, mode: str, user: str, group: str,
+                   validate: str, secret: bool):
+    """The file gets its owner and mode before the content arrives. With `validate`, the content goes to a
+    candidate beside dest, is checked ({path} is the candidate's path) and only then moved over dest; a candidate
+    that fails is removed and the live file stays. With `secret`, neither the content nor a diff is ever shown
+    (nor put on a command line: uploads go over SFTP). Custom: pyinfra's files.put has neither order nor
+    candidates."""
+    if state.config.DIFF and not secret and (remote or {}).get("sha256") != _sha256(content):
         current = host.get_fact(FileContents, path=dest) or []
         host.log(f"Will {'modify' if remote else 'create'} {dest}", logger.info)
         new = content.decode(errors="replace").splitlines(True)
@@ -110,6 +139,20 @@ def write(dest: str, content: bytes, mode: str, user: str = "root", group: str =
         check = validate.format(path=_q(target))
         yield f"if ! {check}; then rm -f {_q(target)}; echo 'candidate {dest} failed: {validate}' >&2; exit 1; fi"
         yield f"mv -f {_q(target)} {_q(dest)}"
+
+
+def write(dest: str, content: bytes, mode: str, user: str = "root", group: str = "root", validate: str = "",
+          secret: bool = False):
+    """Make dest hold content with this mode and owner: nothing when it does; pyinfra's files.put when it is a
+    plain file others may read; otherwise the private writer (_private_write: secrets, validated candidates,
+    files others may not read)."""
+    remote, same = _up_to_date(dest, content, mode, user, group)
+    if same:
+        host.noop(f"{dest} is up to date")
+    elif _private(mode, validate, secret):
+        yield from _private_write(dest, content, remote, mode, user, group, validate, secret)
+    else:
+        yield from files.put._inner(src=BytesIO(content), dest=dest, user=user, group=group, mode=mode)
 
 
 def _check_one_line_values(dest: str, data: dict, where: str = "") -> None:
@@ -127,27 +170,41 @@ def _check_one_line_values(dest: str, data: dict, where: str = "") -> None:
 @snapshot_operation(lambda dest, **_: {"files": [dest]})
 def template(src: str, dest: str, mode: str, user: str = "root", group: str = "root", validate: str = "",
              **data):
-    """Render a template (its includes are looked up beside it) to dest when its content, mode or owner differ;
-    `validate` as in write(). Templates of shell scripts quote values with `shell_quote(value)`."""
+    """Render a template (its includes are looked up beside it) to dest when its content, mode or owner differ:
+    pyinfra's files.template, or the private writer (write()) for a candidate or a file others may not read. A
+    template that fails to render is reported by files.template (file, line and the lines around it). Templates
+    of shell scripts quote values with `shell_quote(value)`."""
     src = _local(src)
     _check_one_line_values(dest, data)
     data.setdefault("host", host)
     data.setdefault("shell_quote", _q)
-    loader = FileSystemLoader(src.rsplit("/", 1)[0])
-    rendered = get_template(src, jinja_env_kwargs={"loader": loader}).render(data)
-    yield from write(dest, rendered.encode(), mode, user, group, validate)
+    jinja = {"loader": FileSystemLoader(src.rsplit("/", 1)[0])}
+    arguments = dict(src=src, dest=dest, user=user, group=group, mode=mode, jinja_env_kwargs=jinja, **data)
+    try:
+        rendered = get_template(src, jinja_env_kwargs=jinja).render(data).encode()
+    except (TemplateRuntimeError, TemplateSyntaxError, UndefinedError):
+        yield from files.template._inner(**arguments)  # raises its report before it asks the host anything
+        raise
+    remote, same = _up_to_date(dest, rendered, mode, user, group)
+    if same:
+        host.noop(f"{dest} is up to date")
+    elif _private(mode, validate, False):
+        yield from _private_write(dest, rendered, remote, mode, user, group, validate, False)
+    else:
+        yield from files.template._inner(**arguments)
 
 
 @snapshot_operation(lambda dest, **_: {"files": [dest]})
 def put(src: str, dest: str, mode: str, user: str = "root", group: str = "root"):
-    """Upload a local file to dest when its content, mode or owner differ."""
-    yield from write(dest, Path(_local(src)).read_bytes(), mode, user, group)
+    """Upload a local file to dest when its content, mode or owner differ (write())."""
+    with open(_local(src), "rb") as local:
+        yield from write(dest, local.read(), mode, user, group)
 
 
 @snapshot_operation(lambda dest, **_: {"files": [dest]})
 def secret_file(dest: str, content: str, mode: str = "600", user: str = "root", group: str = "root"):
-    """Write content to dest like put, but never show it: no diff, no content in the output or on a command line.
-    Render secret templates in memory (render()) and pass the text here."""
+    """Write content to dest privately (write() with `secret`): no diff, no content in the output or on a command
+    line. Render secret templates in memory (render()) and pass the text here."""
     yield from write(dest, content.encode(), mode, user, group, secret=True)
 
 
@@ -158,50 +215,62 @@ def render(src: str, **data) -> str:
 
 @snapshot_operation(lambda path, **_: {"files": [path]})
 def directory(path: str, mode: str = "755", user: str = "root", group: str = "root"):
-    """A directory with this mode and owner (parents are created as needed)."""
+    """A directory with this mode and owner (pyinfra's files.directory; parents are created as needed)."""
     remote = snapshot.read()["files"].get(path, {"type": "dir"})
     if remote["type"] != "dir":
         raise OperationError(f"{path} is a {remote['type']}, expected a directory")
     if (remote.get("mode"), remote.get("user"), remote.get("group")) == (str(int(mode)), user, group):
         host.noop(f"{path} is in place")
         return
-    yield f"mkdir -p {_q(path)} && {_owner_and_mode(path, mode, user, group)}"
+    yield from files.directory._inner(path=path, mode=mode, user=user, group=group)
 
 
 @snapshot_operation(lambda path, **_: {"files": [path]})
 def absent(path: str):
-    """No file or link at path."""
-    if path not in snapshot.read()["files"]:
+    """No file or link at path (pyinfra's files.link or files.file with present=False)."""
+    remote = snapshot.read()["files"][path]
+    if not remote:
         host.noop(f"{path} is absent")
-        return
-    yield f"rm -f {_q(path)}"
+    elif remote["type"] == "link":
+        yield from files.link._inner(path=path, present=False)
+    else:
+        yield from files.file._inner(path=path, present=False)
 
 
 @snapshot_operation(lambda dest, **_: {"files": [dest]})
-def download(url: str, dest: str, mode: str = "644"):
-    """Fetch url to dest once (when dest is missing)."""
-    if snapshot.read()["files"].get(dest):
-        host.noop(f"{dest} exists")
+def download(url: str, dest: str, sha256: str, mode: str = "644"):
+    """dest holds the file at url whose SHA-256 is `sha256` (pinned in group data), with this mode. pyinfra's
+    files.download fetches it to a candidate beside dest; the candidate goes live only when its checksum
+    matches, else it is removed and the deploy stops with one line naming the URL. (files.download's own
+    sha256sum check runs after the file is in place and names neither the URL nor the expected value.)"""
+    remote = snapshot.read()["files"][dest]
+    if remote and remote.get("sha256") == sha256 and remote["mode"] == str(int(mode)):
+        host.noop(f"{dest} is the pinned file")
         return
-    yield (f"mkdir -p {_q(dest.rsplit('/', 1)[0])} && curl -fsSL --retry 3 -o {_q(dest)}.part {_q(url)} "
-           f"&& chmod {_q(mode)} {_q(dest)}.part && mv -f {_q(dest)}.part {_q(dest)}")
+    candidate = f"{dest}.download"
+    yield from files.download._inner(src=url, dest=candidate, mode=mode, force=True)
+    report = "printf 'error: %s has SHA-256 %s, not the pinned %s; %s is unchanged\\n' " + \
+        f"{_q(url)} \"$actual\" {_q(sha256)} {_q(dest)} >&2"
+    yield (f"actual=$(sha256sum {_q(candidate)} | cut -d' ' -f1); if [ \"$actual\" != {_q(sha256)} ]; then "
+           f"rm -f {_q(candidate)}; {report}; exit 1; fi; mv -f {_q(candidate)} {_q(dest)}")
 
 
-# -- services ----------------------------------------------------------------------------------------------
+# -- services ------------------------------------------------------------------------------------------------
 @snapshot_operation(lambda units, **_: {"units": list(units)})
 def services(units: list[str], running: bool = True):
-    """The units are enabled at boot and (with `running`) running now."""
+    """The units are enabled at boot and (with `running`) running now: pyinfra's systemd.service for each unit
+    that is not."""
     states = snapshot.read()["units"]
-    commands = []
+    pending = []
     for unit in units:
         current = states.get(unit, {})
-        if current.get("enabled") not in ("enabled", "static", "alias"):
-            commands.append(f"systemctl enable {_q(unit)}")
-        if running and current.get("active") != "active":
-            commands.append(f"systemctl start {_q(unit)}")
-    if not commands:
+        if current.get("enabled") not in ("enabled", "static", "alias") or \
+                (running and current.get("active") != "active"):
+            pending.append(unit)
+    if not pending:
         host.noop(f"{', '.join(units)} enabled{' and running' if running else ''}")
-    yield from commands
+    for unit in pending:
+        yield from systemd.service._inner(service=unit, enabled=True, running=running or None)
 
 
 # -- firewall ----------------------------------------------------------------------------------------------
@@ -225,7 +294,7 @@ def _current_ufw_rules(tuples: list[list[str]]) -> set[tuple[str, str, str, str,
 @snapshot_operation(lambda **_: {})
 def ufw_firewall(rules: list[tuple[str, str, str, str]], incoming: str = "deny", outgoing: str = "allow"):
     """Make ufw hold exactly `rules` (from ufw_rule), set its default policies and enable it. Rules are added
-    before ufw is enabled, so SSH stays reachable."""
+    before ufw is enabled, so SSH stays reachable. Custom: pyinfra has no ufw operation."""
     ufw = snapshot.read()["ufw"]
     if not ufw["installed"]:
         raise OperationError("ufw is not installed")
@@ -263,7 +332,8 @@ def _fstab_commands(entries: list[list[str]], fields: list[str], key_index: int)
 @snapshot_operation(lambda path, **_: {"swap": path})
 def swap_file(path: str, size_mb: int):
     """A swap file of size_mb, in fstab exactly once, switched on. A container cannot swapon: there the file
-    and its fstab line are put in place and activation is skipped."""
+    and its fstab line are put in place and activation is skipped. Custom: pyinfra has no swap or fstab
+    operation (files.line would leave a duplicated line duplicated)."""
     snap = snapshot.read()
     activate = snap["container"] == "none"
     commands = []
@@ -283,42 +353,43 @@ def swap_file(path: str, size_mb: int):
 
 @snapshot_operation(lambda values, **_: {"sysctls": list(values)})
 def sysctl_live(values: dict[str, str], container_skip: list[str] | tuple = ()):
-    """Set the live sysctl values that differ (`sysctl -w`). In a container, keys under container_skip
-    (vm.*: not namespaced) are left to the drop-in, which a real host applies at boot."""
+    """The live sysctl values (pyinfra's server.sysctl for each that differs; the drop-in makes them last). In a
+    container, keys under container_skip (vm.*: not namespaced) are left to the drop-in, which a real host
+    applies at boot."""
     snap = snapshot.read()
     skip = tuple(container_skip) if snap["container"] != "none" else ()
     wanted = {key: " ".join(str(value).split()) for key, value in values.items()}
-    changes = [key for key in sorted(wanted) if snap["sysctl"].get(key) != wanted[key] and not key.startswith(skip)]
+    changes = [key for key in sorted(wanted) if snap["sysctl"][key] != wanted[key] and not key.startswith(skip)]
     if not changes:
         host.noop("sysctl values are live" + (f" (container: {', '.join(skip)} left to the drop-in)" if skip else ""))
-        return
-    yield "sysctl -q -w " + " ".join(_q(f"{key}={wanted[key]}") for key in changes)
+    for key in changes:
+        yield from server.sysctl._inner(key=key, value=wanted[key])
 
 
 @snapshot_operation(lambda **_: {"files": ["/etc/localtime"]})
 def identity(hostname: str, timezone: str):
-    """Hostname (also resolvable via /etc/hosts' 127.0.1.1 line) and timezone, the latter as the /etc/localtime
-    symlink: never timedatectl, which in a container can move the machine's clock."""
+    """Hostname (pyinfra's server.hostname, resolvable through /etc/hosts' 127.0.1.1 line: server.etc_hosts) and
+    timezone, as the /etc/localtime link (files.link): never timedatectl, which in a container can move the
+    machine's clock."""
     snap = snapshot.read()
-    commands = []
-    if snap["hostname"] != hostname:
-        commands.append(f"hostnamectl set-hostname {_q(hostname)} || {{ echo {_q(hostname)} > /etc/hostname; "
-                        f"hostname {_q(hostname)}; }}")
-        commands.append(f"sed -i '/^127\\.0\\.1\\.1[[:space:]]/d' /etc/hosts && echo {_q(f'127.0.1.1 {hostname}')} "
-                        ">> /etc/hosts")
     zone = f"/usr/share/zoneinfo/{timezone}"
-    if snap["files"].get("/etc/localtime", {}).get("target") != zone:
-        commands.append(f"ln -sfn {_q(zone)} /etc/localtime")
-    if not commands:
+    same_zone = (snap["files"]["/etc/localtime"] or {}).get("target") == zone
+    if snap["hostname"] == hostname and same_zone:
         host.noop(f"{hostname}, {timezone}")
-    yield from commands
+        return
+    if snap["hostname"] != hostname:
+        yield from server.hostname._inner(hostname=hostname)
+        yield from server.etc_hosts._inner(ip="127.0.1.1", hostnames=[hostname])
+    if not same_zone:
+        yield from files.link._inner(path="/etc/localtime", target=zone, force=True)
 
 
 # -- volume and data directories ---------------------------------------------------------------------------
 @snapshot_operation(lambda device, **_: {"device": device})
 def volume_filesystem(device: str, mount_point: str, options: str = "defaults,nofail"):
     """Format `device` as ext4 only if it holds no filesystem (probed with blkid -p, never tried), put it in
-    fstab by UUID exactly once and mount it. A filesystem already on the device is used as it is."""
+    fstab by UUID exactly once and mount it. A filesystem already on the device is used as it is. Custom: pyinfra
+    has no filesystem, fstab or mount operation."""
     snap = snapshot.read()
     probe = snap["device"]
     if not probe.get("PRESENT"):
@@ -340,7 +411,8 @@ def volume_filesystem(device: str, mount_point: str, options: str = "defaults,no
 def move_onto(src: str, dest: str, link: bool = False, stop: list[str] | tuple = (), owner: str | None = None):
     """Move a data directory onto the volume, once: src's contents go to dest (with `stop` units stopped)
     while dest is missing or empty. With `link`, src becomes a symlink to dest. Data already at dest is never
-    touched; src holding data while dest also does is an error for a human to resolve."""
+    touched; src holding data while dest also does is an error for a human to resolve. Custom: no pyinfra
+    operation moves data with services stopped."""
     paths = snapshot.read()["paths"]
     src_state, dest_state = paths.get(src, "missing"), paths.get(dest, "missing")
     chown = [f"chown {_q(owner)}: {_q(dest)}"] if owner else []
@@ -368,26 +440,21 @@ def move_onto(src: str, dest: str, link: bool = False, stop: list[str] | tuple =
         yield f"systemctl start {_q(unit)}"
 
 
-# -- users -------------------------------------------------------------------------------------------------
+# -- users ---------------------------------------------------------------------------------------------------
 @snapshot_operation(lambda user, **_: {"users": [user]})
 def user(user: str, groups: list[str], public_keys: list[str], shell: str = "/bin/bash"):
-    """A login user with a locked password, exactly these supplementary groups and exactly these SSH keys."""
+    """A login user with a locked password, exactly these supplementary groups and exactly these SSH keys:
+    pyinfra's server.user (with delete_keys), plus `usermod --groups` when groups must go (server.user leaves a
+    user's groups alone when it is given none)."""
     current = snapshot.read()["users"].get(user, {})
-    home = f"/home/{user}"
-    commands = []
-    if "passwd" not in current:
-        commands.append(f"useradd --create-home --shell {_q(shell)} --groups {_q(','.join(groups))} {_q(user)}")
-    else:
-        home = current["passwd"][5]
-        if current["passwd"][6] != shell:
-            commands.append(f"usermod --shell {_q(shell)} {_q(user)}")
-        if sorted(set(current.get("groups", [])) - {user}) != sorted(groups):
-            commands.append(f"usermod --groups {_q(','.join(groups))} {_q(user)}")
     keys = "".join(f"{key.strip()}\n" for key in public_keys)
-    if current.get("authorized_keys_sha1") != get_file_sha1(StringIO(keys)):
-        commands.append(f"install -d -m 700 -o {_q(user)} -g {_q(user)} {_q(home + '/.ssh')} && printf %s {_q(keys)} "
-                        f"> {_q(home + '/.ssh/authorized_keys')} && chown {_q(user)}: {_q(home + '/.ssh/authorized_keys')} "
-                        f"&& chmod 600 {_q(home + '/.ssh/authorized_keys')}")
-    if not commands:
+    extra_groups = sorted(set(current.get("groups", [])) - {user})
+    if "passwd" in current and current["passwd"][6] == shell and extra_groups == sorted(groups) and \
+            current.get("authorized_keys_sha256") == _sha256(keys.encode()):
         host.noop(f"{user} is in {', '.join(groups) or 'no supplementary group'} with {len(public_keys)} key(s)")
-    yield from commands
+        return
+    home = current["passwd"][5] if "passwd" in current else f"/home/{user}"
+    yield from server.user._inner(user=user, home=home, shell=shell, groups=groups, create_home=True,
+                                  public_keys=[key.strip() for key in public_keys], delete_keys=True)
+    if not groups and extra_groups:
+        yield f"usermod --groups '' {_q(user)}"

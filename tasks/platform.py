@@ -34,12 +34,13 @@ def platform_directory() -> None:
 
 
 @snapshot_operation(lambda project, **_: {"compose": project})
-def compose_up(compose_file: str, env_file: str, project: str, services: list[str], wait_seconds: int, force):
-    """`docker compose up` when a service of the project is not running, or when force() (evaluated at
-    execution: did a file compose reads change?)."""
+def compose_up(compose_file: str, env_file: str, project: str, services: list[str], wait_seconds: int,
+               changes: list):
+    """`docker compose up` when a service of the project is not running, or when an operation in `changes` (the
+    files compose reads) changed something. Custom: pyinfra has no compose operation."""
     states = snapshot.read()["compose"]
     stopped = [service for service in services if states.get(service) != "running"]
-    if not stopped and not force():
+    if not stopped and not ops.changed(changes):
         host.noop(f"{', '.join(services)} running")
         return
     yield (f"docker compose -f {shlex.quote(compose_file)} --env-file {shlex.quote(env_file)} up -d "
@@ -113,4 +114,4 @@ def services():
     compose_up(name="Start the platform services (docker compose up)", compose_file=compose_file,
                env_file=env_file, project=data.platform_compose_project,
                services=[service.name for service in data.platform_services],
-               wait_seconds=data.platform_compose_wait_seconds, force=ops.any_change(env, login, ca, compose))
+               wait_seconds=data.platform_compose_wait_seconds, changes=[env, login, ca, compose])

@@ -10,6 +10,7 @@ import time
 
 from pyinfra import host
 from pyinfra.api import FactBase, OperationError, deploy
+from pyinfra.context import ctx_state
 from pyinfra.operations import python, server
 
 from tasks import report, snapshot
@@ -20,17 +21,24 @@ UNITS = ("docker", "nginx")  # both roles: Docker runs the apps / the platform's
 REBOOT_DELAY_SECONDS = 10  # pyinfra reconnects after it: the old sshd must be gone (stopping containers takes seconds)
 REBOOT_TIMEOUT_SECONDS = 600
 SERVICES_TIMEOUT_SECONDS = 600
-_required: dict[str, bool] = {}
+
+
+def _required(run_state) -> dict[str, bool]:
+    """Host name -> whether it needs a reboot, kept with pyinfra's state of this run."""
+    if not hasattr(run_state, "mindroom_reboot_required"):
+        run_state.mindroom_reboot_required = {}
+    return run_state.mindroom_reboot_required
 
 
 @snapshot_operation(lambda **_: {"paths": [REBOOT_REQUIRED]})
 def _note_reboot_required():
-    _required[host.name] = snapshot.read()["paths"].get(REBOOT_REQUIRED, "missing") != "missing"
+    required = _required(ctx_state.get())[host.name] = snapshot.read()["paths"][REBOOT_REQUIRED] != "missing"
+    host.noop(f"{REBOOT_REQUIRED} {'exists' if required else 'is absent'}")
     yield from ()
 
 
 def _reboot_lines() -> list[str]:
-    hosts = sorted(name for name, required in _required.items() if required)
+    hosts = sorted(name for name, required in _required(ctx_state.get()).items() if required)
     return [f"REBOOT REQUIRED ({REBOOT_REQUIRED}): {', '.join(hosts)}; reboot them one at a time with "
             "`python maintain.py reboot --only-if-required`"] if hosts else []
 

@@ -1,111 +1,224 @@
-"""A per-host cache of the HostSnapshot fact, so that a deploy that changes nothing reads each host once.
+"""The host snapshot: one HostSnapshot read per host answers what every operation compares (ask, then read).
 
-Operations declare what they will look at when they are called (`@snapshot_operation(asks)`: during pyinfra's
-prepare phase, before anything runs), so the first read at execution covers every question of the run.
-The cache is dropped whenever an operation changed the host, whichever operation it was (ours drop it when
-they yield a command; a state callback catches pyinfra's and other tasks' operations), so the next read sees
-the host after those commands ran. Anything not asked in advance is read on demand (one more round trip).
-`on=` asks and reads another host's snapshot (the platform's public key for the Dokku hosts, their SSH host keys
-for the platform): asked at prepare time, it is answered by that host's own single read.
+- **Ask**: an operation says what it will look at (`@snapshot_operation(asks)`), and deploy.py declares its tasks
+  through `declare(tasks)`: the first host to get there runs the tasks of every active host in asking mode (the
+  operations register their questions, nothing is declared with pyinfra, nothing is read), then each host
+  declares its operations for real. So every question, another host's (`on=`) included, is known before the first
+  read, in every mode: with `-y` the reads happen at execution; in the default mode and with `--dry` pyinfra runs
+  each operation while declaring it (change detection), and every operation of a host sees the same read.
+- **Read**: `read()` answers from the host's snapshot, read once and kept with pyinfra's state (never in module
+  globals). Nothing changes a host before execution, so a read made while planning stays valid; during execution
+  a state callback drops it once an operation of the host changed something, and the next read sees the result.
+- **Enforced**: reading what was not asked raises NotAsked (in production as in the tests): the snapshot never
+  answers "nothing" for a question nobody asked, which would read as "missing" (a host key silently dropped).
+  `answer()` installs a snapshot from a test case: there a question the case does not answer is an error too.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
-from collections import defaultdict
+from contextlib import contextmanager
 
 from pyinfra import host, state
-from pyinfra.api import operation
+from pyinfra.api import DeployError, OperationError, operation
+from pyinfra.api.operation import OperationMeta
 from pyinfra.api.state import BaseStateCallback
+from pyinfra.context import ctx_host, ctx_state
 
 from tasks.facts import HostSnapshot
 
-_LISTS = ("files", "units", "paths", "sysctls", "users", "contents", "certs")
-_questions: dict[str, dict] = defaultdict(lambda: {**{key: set() for key in _LISTS}, "device": "", "swap": "",
-                                                    "compose": "", "dokku": False})
-_cache: dict[str, dict] = {}
-_last_op: dict[str, str] = {}
+# Questions that name things (files=[...]) and the fact's section that answers them
+LISTS = {"files": "files", "units": "units", "paths": "paths", "sysctls": "sysctl", "users": "users",
+         "contents": "contents", "certs": "certs"}
+# Questions with one value (device="/dev/sdb", dokku=True) and their sections
+SINGLES = {"device": "device", "swap": "swap_size", "compose": "compose", "dokku": "dokku"}
+
+
+class NotAsked(OperationError):
+    """An operation read something it did not ask for (its `asks` is incomplete): a bug, never an answer."""
+
+
+class Questions:
+    """What one host's snapshot must answer."""
+
+    def __init__(self):
+        self.lists = {key: set() for key in LISTS}
+        self.singles = {key: "" for key in SINGLES}
+
+    def add(self, **questions) -> bool:
+        """Register questions; whether any was new."""
+        new = False
+        for key, value in questions.items():
+            if key in LISTS:
+                new |= not set(value) <= self.lists[key]
+                self.lists[key] |= set(value)
+            elif key in SINGLES:
+                if value and self.singles[key] != value:
+                    new |= True
+                    self.singles[key] = value
+            else:
+                raise TypeError(f"unknown snapshot question {key!r}")
+        return new
+
+    def fact_arguments(self) -> dict:
+        return {**{key: sorted(value) for key, value in self.lists.items()}, **self.singles}
+
+
+class Answers:
+    """One section of a snapshot that answers named questions (files, units, ...): a name nobody asked about
+    raises NotAsked; an asked name the host does not have is None."""
+
+    def __init__(self, section: str, values: dict, asked: set, complete: bool):
+        self.section, self._values, self._asked, self._complete = section, values, asked, complete
+
+    def __getitem__(self, name):
+        if name not in self._asked:
+            raise NotAsked(f"the snapshot was not asked {self.section}[{name!r}]")
+        if name not in self._values and not self._complete:
+            raise NotAsked(f"the test snapshot does not answer {self.section}[{name!r}] (null: the host has none)")
+        return self._values.get(name)
+
+    def get(self, name, default=None):
+        value = self[name]
+        return default if value is None else value
+
+    def __contains__(self, name) -> bool:
+        return self[name] is not None
+
+
+class Snapshot:
+    """The answers of one read: `snap["files"]["/etc/x"]`, `snap["packages"]`, ... (shape: tasks/facts.py)."""
+
+    def __init__(self, fact: dict, questions: Questions, complete: bool = True):
+        self._fact, self._questions, self._complete = fact, copy.deepcopy(questions), complete
+
+    def __getitem__(self, section: str):
+        for question, answered_in in LISTS.items():
+            if section == answered_in:
+                return Answers(section, self._fact.get(section, {}), self._questions.lists[question], self._complete)
+        for question, answered_in in SINGLES.items():
+            if section == answered_in and not self._questions.singles[question]:
+                raise NotAsked(f"the snapshot was not asked {question}=...")
+        if section not in self._fact:
+            raise NotAsked(f"the test snapshot does not answer {section!r}")
+        return self._fact[section]
+
+
+class _Book:
+    """The snapshot state of one pyinfra run (kept on pyinfra's State)."""
+
+    def __init__(self):
+        self.questions: dict = {}  # host -> Questions
+        self.snapshots: dict = {}  # host -> Snapshot
+        self.last_op: dict = {}  # host -> the op hash it started last (execution)
+        self.asked = False  # deploy.py's questions were gathered for every host
+        self.asking = False  # tasks are being run to gather their questions: operations only ask
+
+
+def _book() -> _Book:
+    current = ctx_state.get()
+    book = getattr(current, "mindroom_snapshots", None)
+    if book is None:
+        book = current.mindroom_snapshots = _Book()
+        if hasattr(current, "add_callback_handler"):
+            current.add_callback_handler(_DropOnChange())
+    return book
+
+
+def _target(on):
+    return ctx_host.get() if on is None else on
 
 
 class _DropOnChange(BaseStateCallback):
-    """When a host starts an operation, drop its snapshot if its previous operation changed something."""
+    """At execution: when a host starts an operation, drop its snapshot if its previous operation changed
+    something (whichever operation that was: ours, pyinfra's, another task's)."""
 
     @staticmethod
     def operation_host_start(state, host, op_hash):
-        previous, _last_op[host.name] = _last_op.get(host.name), op_hash
+        book = _book()
+        previous, book.last_op[host] = book.last_op.get(host), op_hash
         if previous and previous in state.ops.get(host, {}):
             meta = state.get_op_data_for_host(host, previous).operation_meta
             if meta.is_complete() and meta.did_change():
-                _cache.pop(host.name, None)
-
-
-def _watch() -> None:
-    handlers = getattr(state, "callback_handlers", None)
-    if handlers is not None and not any(isinstance(handler, _DropOnChange) for handler in handlers):
-        state.add_callback_handler(_DropOnChange())
+                book.snapshots.pop(host, None)
 
 
 def ask(on=None, **questions) -> None:
     """Register questions for the current host (or host `on`): files=[...], units=[...], paths=[...],
-    sysctls=[...], users=[...], contents=[...], certs=[...], device="/dev/...", swap="/swapfile",
-    compose="project", dokku=True."""
-    _watch()
-    name = (host if on is None else on).name
-    registered = _questions[name]
-    missing = False
-    for key, value in questions.items():
-        if key in _LISTS:
-            missing |= not set(value) <= registered[key]
-            registered[key] |= set(value)
-        elif value and registered[key] != value:
-            registered[key] = value
-            missing = True
-    if missing:
-        _cache.pop(name, None)
+    sysctls=[...], users=[...], contents=[...] (public files only: returned whole), certs=[...],
+    device="/dev/...", swap="/swapfile", compose="project", dokku=True. A question that arrives after the host
+    was read makes the next read a new one (deploy.py's tasks never do: declare() asks first)."""
+    book, target = _book(), _target(on)
+    if book.questions.setdefault(target, Questions()).add(**questions):
+        book.snapshots.pop(target, None)
 
 
-def read(on=None, **questions) -> dict:
-    """The state of the current host (or host `on`), answering `questions` (added to the registered ones)."""
-    target = host if on is None else on
-    ask(on=target, **questions)
-    if target.name not in _cache:
-        registered = _questions[target.name]
-        _cache[target.name] = target.get_fact(HostSnapshot, **{
-            key: sorted(value) if key in _LISTS else value for key, value in registered.items()})
-    return _cache[target.name]
+def read(on=None) -> Snapshot:
+    """The snapshot of the current host (or host `on`), read once for everything asked."""
+    book, target = _book(), _target(on)
+    if target not in book.snapshots:
+        questions = book.questions.setdefault(target, Questions())
+        book.snapshots[target] = Snapshot(target.get_fact(HostSnapshot, **questions.fact_arguments()), questions)
+    return book.snapshots[target]
+
+
+def answer(fact: dict, on=None) -> Snapshot:
+    """Tests: the current host's (or `on`'s) snapshot is `fact`, exactly (no default fills a section the case
+    leaves out), for the questions asked so far."""
+    book, target = _book(), _target(on)
+    book.snapshots[target] = Snapshot(fact, book.questions.setdefault(target, Questions()), complete=False)
+    return book.snapshots[target]
 
 
 def forget() -> None:
     """Drop every host's snapshot: the next reads see the hosts as they are now (the deploy just took the
     environment's lock, tasks/lock.py)."""
-    _cache.clear()
+    _book().snapshots.clear()
 
 
-def changing() -> None:
-    """Call before yielding commands: the next read happens after they ran."""
-    _cache.pop(host.name, None)
+@contextmanager
+def _asking():
+    book = _book()
+    book.asking = True
+    try:
+        yield
+    finally:
+        book.asking = False
+
+
+def declare(tasks) -> None:
+    """Declare deploy.py's tasks for the current host, every host's questions asked before anything is read.
+    The first host to get here runs `tasks` for every active host in asking mode; that does no I/O, so no other
+    host's deploy runs meanwhile. A pyinfra operation declared directly by a task would be declared twice (once
+    while asking): that is refused; such a step goes through tasks/ops.py (e.g. ops.on_change)."""
+    book = _book()
+    if not book.asked:
+        book.asked = True
+        for member in state.inventory.get_active_hosts():
+            with ctx_host.use(member), _asking():
+                declared = len(member.op_hash_order)
+                tasks()
+                if len(member.op_hash_order) != declared:
+                    raise DeployError(f"{member.name}: a task declared a pyinfra operation directly; call it through "
+                                      "tasks/ops.py (a snapshot operation) so that asking declares nothing")
+    tasks()
 
 
 def snapshot_operation(asks):
-    """@operation() that registers `asks(**op_kwargs)` with the snapshot when it is called (prepare phase),
-    and drops the snapshot when it yields commands."""
+    """@operation() whose call first registers `asks(**op_kwargs)` (a dict of questions) with the snapshot; while
+    declare() gathers questions, that is all the call does."""
     def decorator(func):
-        @functools.wraps(func)
-        def body(*args, **kwargs):
-            first = True
-            for command in func(*args, **kwargs):
-                if first:
-                    changing()
-                    first = False
-                yield command
-
-        op = operation()(body)
+        op = operation()(func)
 
         @functools.wraps(op)
         def call(*args, **kwargs):
             ask(**asks(**kwargs))
+            if _book().asking:
+                return OperationMeta("asking", is_change=False)
             return op(*args, **kwargs)
 
         call._inner = op._inner
+        call.asks = asks
         return call
     return decorator

@@ -50,7 +50,8 @@ def _obtain(state, host, command: StringCommand, names: list[str]):
 
 @snapshot_operation(lambda domain, **_: {"certs": [certificate_path(domain)]})
 def certificate(domain: str, names: list[str], webroot: str, ca_bundle: str | None):
-    """Obtain the certificate `domain` for names unless one already covers them all."""
+    """Obtain the certificate `domain` for names unless one already covers them all. Custom: pyinfra has no
+    certbot operation."""
     current = snapshot.read()["certs"].get(certificate_path(domain))
     if current and set(names) <= set(current["names"]):
         host.noop(f"certificate {domain} covers {', '.join(names)} (until {current['not_after']})")
@@ -80,7 +81,7 @@ def certificates():
                  dest="/etc/letsencrypt/cli.ini", mode="644", server=data.acme_server, email=data.letsencrypt_email)
     ops.template(name=f"Render {DEPLOY_HOOK}", src="templates/tls/mindroom-nginx.j2", dest=DEPLOY_HOOK,
                  mode="755", apply_script=APPLY_SCRIPT)
-    systemd.daemon_reload(name="Reload systemd for certbot's drop-in", _if=drop_in.did_change)
+    ops.on_change(name="Reload systemd for certbot's drop-in", changes=[drop_in], operation=systemd.daemon_reload)
     ops.services(name="Enable certbot.timer (renewals)", units=["certbot.timer"])
     certificate(name=f"Obtain the certificate for {data.domain} (certbot, only if missing)",
                 domain=data.domain, names=data.platform_hostnames, webroot=data.nginx_acme_root,

@@ -38,7 +38,7 @@ def _debug_inventory(tmp_path, **overrides: str) -> subprocess.CompletedProcess:
         "DOKKU_PROVISIONER_KEY_PATH": "provisioner.pub", "OUTPUTS_FILE": "outputs.json", "SECRETS_DIR": "secrets",
         "SUPABASE_URL": "https://db.example.org", "STRIPE_PUBLISHABLE_KEY": "pk_test", "STRIPE_PRICE_STARTER": "p1",
         "STRIPE_PRICE_PROFESSIONAL": "p2", "STRIPE_PRICE_ENTERPRISE": "p3", "REGISTRY": "registry.example.org/mr",
-        "REGISTRY_USER": "deployer", "LETSENCRYPT_EMAIL": "ops@example.org",
+        "REGISTRY_USER": "deployer", "LETSENCRYPT_EMAIL": "ops@example.org", "DOKKU_APT_KEY_SHA256": "0" * 64,
         "ALERT_EMAIL_TO": "ops@example.org", "SMTP_HOST": "smtp.example.org", **SECRETS, **overrides,
     }
     (tmp_path / "test.env").write_text("".join(f"{key}={value}\n" for key, value in settings.items()))

@@ -2,12 +2,17 @@
 and the platform's: tasks/platform.py, keys.py, tls.py), one JSON file per case:
 
 - tests/facts/HostSnapshot/<case>.json: {"output": [lines the command prints], "fact": {expected subset}}
-- tests/operations/<op>/<case>.json: {"args": {...}, "snapshot": {state the op sees, over an empty host},
-  "commands": [exact commands; uploads as "upload <dest>"], "noop": true/false, "error": "substring"}
-  An argument named "force" (compose_up's callable) is given as true/false.
+- tests/operations/<op>/<case>.json: {"args": {...}, "snapshot": {what the snapshot answers}, "facts": {pyinfra
+  facts the delegated operation reads, e.g. {"files.File": {"path=/etc/x": null}}}, "commands": [exact commands;
+  uploads as "upload <dest>"], "noop": true/false, "error": "substring"}
+  The snapshot answers the operation's own questions (its `asks`) and nothing else, exactly as given: no section
+  is filled in by default, so a read the case does not answer (an asked file left out: null says "missing"),
+  a question the operation did not ask, or a pyinfra fact the case does not list is an error, as pyinfra's own
+  operation tests fail on a missing test fact. A no-op case lists no facts: a no-op never asks pyinfra anything.
+  An argument named "changes" (a list of true/false) stands for operations that did or did not change.
 """
 
-import copy
+import hashlib
 import json
 import logging
 import subprocess
@@ -19,8 +24,8 @@ import pytest
 from pyinfra.api import FileUploadCommand
 from pyinfra.context import ctx_host, ctx_state
 
-from tasks import dokku, keys, ops, platform, snapshot, tls
-from tasks.facts import HostSnapshot, _empty
+from tasks import dokku, keys, ops, platform, reboot, snapshot, tls
+from tasks.facts import HostSnapshot
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -28,24 +33,15 @@ OPERATIONS = {"dokku.ssh_key": dokku.ssh_key, "dokku.global_settings": dokku.glo
               "dokku.package": dokku.package, "dokku.upgrade_package": dokku.upgrade_package,
               "platform.compose_up": platform.compose_up, "keys.ed25519_key": keys.ed25519_key,
               "keys.root_authorized_keys": keys.root_authorized_keys,
-              "tls.certificate": tls.certificate,
+              "tls.certificate": tls.certificate, "reboot.note_reboot_required": reboot._note_reboot_required,
               **{f"ops.{name}": getattr(ops, name) for name in (
                   "apt_upgrade_once", "packages", "template", "download", "services", "ufw_firewall", "swap_file",
                   "sysctl_live", "identity", "volume_filesystem", "move_onto", "user", "directory", "put",
-                  "secret_file", "absent")}}
+                  "secret_file", "absent", "on_change")}}
 
 
 def _cases(folder):
     return sorted(folder.glob("*/*.json"))
-
-
-def _merge(base, extra):
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value
-    return base
 
 
 @pytest.mark.parametrize("path", _cases(HERE / "facts"), ids=lambda p: f"{p.parent.name}/{p.stem}")
@@ -61,12 +57,20 @@ def test_fact_command_quotes_its_arguments():
     assert "'/etc/a b'" in command and "'/dev/x;rm'" in command
 
 
+class MissingTestFact(AssertionError):
+    pass
+
+
 class FakeHost:
+    """A host for operation cases: pyinfra facts come from the case, a fact it does not list is an error."""
     name = "case-host"
     data = SimpleNamespace()
+    groups = []
+    current_op_global_arguments = None
 
-    def __init__(self):
+    def __init__(self, facts=None):
         self.noops = []
+        self.facts = facts or {}
 
     def noop(self, message):
         self.noops.append(message)
@@ -77,33 +81,88 @@ class FakeHost:
     def get_temp_filename(self, key=None, **_):
         return f"/tmp/pyinfra-{key}"
 
+    def get_fact(self, cls, *args, **kwargs):
+        name = f"{cls.__module__.rsplit('.', 1)[-1]}.{cls.__name__}"
+        arguments = ",".join([*map(str, args), *(f"{key}={value}" for key, value in sorted(kwargs.items()))])
+        if name not in self.facts or arguments not in self.facts[name]:
+            raise MissingTestFact(f"missing test fact {name}({arguments})")
+        return self.facts[name][arguments]
+
+
+def fake_state(diff=False):
+    return SimpleNamespace(cwd=str(ROOT), config=SimpleNamespace(DIFF=diff), inventory=[])
+
+
+def _command(command) -> str:
+    return f"upload {command.dest}" if isinstance(command, FileUploadCommand) else str(command)
+
+
+def run_case(op, args, answers, fake_host, diff=False):
+    """op's commands for args, its questions answered by `answers` (the case's snapshot, as it is)."""
+    with ctx_host.use(fake_host), ctx_state.use(fake_state(diff)):
+        snapshot.ask(**op.asks(**args))
+        snapshot.answer(answers)
+        return [_command(command) for command in op._inner(**args)]
+
+
+class Changed:
+    def __init__(self, changed):
+        self.changed = changed
+
+    def is_complete(self):
+        return True
+
+    def did_change(self):
+        return self.changed
+
 
 @pytest.mark.parametrize("path", _cases(HERE / "operations"), ids=lambda p: f"{p.parent.name}/{p.stem}")
-def test_operation_case(path, monkeypatch):
+def test_operation_case(path):
     case = json.loads(path.read_text())
-    snap = _merge(_empty(), copy.deepcopy(case.get("snapshot", {})))
-    monkeypatch.setattr(snapshot, "read", lambda **_: snap)
-    fake_host = FakeHost()
-    fake_state = SimpleNamespace(cwd=str(ROOT), config=SimpleNamespace(DIFF=False))
-    with ctx_host.use(fake_host), ctx_state.use(fake_state):
-        args = {key: (lambda value=value: value) if key == "force" else value for key, value in case["args"].items()}
-        generator = OPERATIONS[path.parent.name]._inner(**args)
-        if "error" in case:
-            with pytest.raises(Exception, match=case["error"]):
-                list(generator)
-            return
-        commands = [f"upload {c.dest}" if isinstance(c, FileUploadCommand) else str(c) for c in generator]
+    fake_host = FakeHost(case.get("facts"))
+    op = OPERATIONS[path.parent.name]
+    args = {key: [Changed(flag) for flag in value] if key == "changes" else value
+            for key, value in case["args"].items()}
+    if "operation" in args:  # on_change's pyinfra operation, by name
+        module, name = args["operation"].split(".")
+        args["operation"] = getattr(getattr(ops, module), name)
+    if "error" in case:
+        with pytest.raises(Exception, match=case["error"]):
+            run_case(op, args, case.get("snapshot", {}), fake_host)
+        return
+    commands = run_case(op, args, case.get("snapshot", {}), fake_host)
     assert commands == case.get("commands", [])
-    assert bool(fake_host.noops) == case.get("noop", not commands)
+    assert bool(fake_host.noops) or commands, "an operation with nothing to do says so (host.noop)"
+    assert case.get("noop", False) == (not commands)
 
 
-def test_blank_volume_is_formatted_with_the_uuid_written_to_fstab(monkeypatch):
+def test_every_operation_has_a_no_op_case():
+    noop = {path.parent.name for path in _cases(HERE / "operations") if json.loads(path.read_text()).get("noop")}
+    assert set(OPERATIONS) - noop == set()
+
+
+def test_reading_what_was_not_asked_is_an_error():
+    """The snapshot answers only what was asked: a file nobody asked about is no "missing" file."""
+    with ctx_host.use(FakeHost()), ctx_state.use(fake_state()):
+        snapshot.ask(files=["/etc/asked"])
+        snap = snapshot.answer({"files": {"/etc/asked": None}})
+        assert snap["files"]["/etc/asked"] is None
+        with pytest.raises(snapshot.NotAsked, match="not asked files"):
+            snap["files"].get("/etc/other")
+        with pytest.raises(snapshot.NotAsked, match="not asked dokku"):
+            snap["dokku"]
+        with pytest.raises(snapshot.NotAsked, match="does not answer 'packages'"):
+            snap["packages"]
+    with ctx_host.use(FakeHost()), ctx_state.use(fake_state()):
+        snapshot.ask(files=["/etc/asked"])
+        with pytest.raises(snapshot.NotAsked, match="does not answer files"):
+            snapshot.answer({"files": {}})["files"]["/etc/asked"]
+
+
+def test_blank_volume_is_formatted_with_the_uuid_written_to_fstab():
     """The UUID is chosen by the deploy (mkfs.ext4 -U), so the fstab line is known before mkfs runs."""
-    snap = _merge(_empty(), {"device": {"PRESENT": "1"}})
-    monkeypatch.setattr(snapshot, "read", lambda **_: snap)
-    with ctx_host.use(FakeHost()), ctx_state.use(SimpleNamespace(cwd=str(ROOT), config=SimpleNamespace(DIFF=False))):
-        commands = [str(c) for c in ops.volume_filesystem._inner(device="/dev/sdb", mount_point="/mnt/dokku-data")]
-    mkfs, fstab, mount = commands
+    mkfs, fstab, mount = run_case(ops.volume_filesystem, {"device": "/dev/sdb", "mount_point": "/mnt/dokku-data"},
+                                  {"device": {"PRESENT": "1"}, "fstab": [], "mounts": {}}, FakeHost())
     fs_uuid = mkfs.split()[3]
     assert mkfs == f"mkfs.ext4 -q -U {fs_uuid} /dev/sdb"
     assert f"'UUID={fs_uuid} /mnt/dokku-data ext4 defaults,nofail 0 2'" in fstab
@@ -117,23 +176,16 @@ def test_sha256_fingerprint_matches_openssh():
     assert dokku.sha256_fingerprint(key) == listed.split()[1]
 
 
-def _run(op, snap, fake_host=None, diff=False, **args):
-    """Commands of op (as strings) against snap, which answers every host's snapshot."""
-    with ctx_host.use(fake_host or FakeHost()), ctx_state.use(SimpleNamespace(cwd=str(ROOT),
-                                                                             config=SimpleNamespace(DIFF=diff))):
-        return [f"upload {c.dest}" if isinstance(c, FileUploadCommand) else str(c) for c in op._inner(**args)]
-
-
-def test_secret_file_never_shows_its_content(monkeypatch, caplog):
-    """Even with --diff: no diff, no content in the log or on a command line (FakeHost has no get_fact, so
-    reading the old content for a diff would fail too)."""
+def test_secret_file_never_shows_its_content(caplog):
+    """Even with --diff: no diff, no content in the log or on a command line (reading the old content for a
+    diff would be a missing test fact too)."""
     secret = "STRIPE_SECRET_KEY='sk_live_DO_NOT_LEAK'\n"
-    snap = _merge(_empty(), {"files": {"/opt/platform/.env": {"type": "file", "mode": "600", "user": "root",
-                                                              "group": "root", "sha1": "old"}}})
-    monkeypatch.setattr(snapshot, "read", lambda **_: snap)
+    answers = {"files": {"/opt/platform/.env": {"type": "file", "mode": "600", "user": "root", "group": "root",
+                                                "sha256": "old"}}}
     fake_host = FakeHost()
     with caplog.at_level(logging.DEBUG):
-        commands = _run(ops.secret_file, snap, fake_host, diff=True, dest="/opt/platform/.env", content=secret)
+        commands = run_case(ops.secret_file, {"dest": "/opt/platform/.env", "content": secret}, answers, fake_host,
+                            diff=True)
     assert commands[-1] == "upload /opt/platform/.env"
     shown = " ".join(commands + fake_host.noops) + caplog.text
     assert "DO_NOT_LEAK" not in shown
@@ -147,28 +199,33 @@ class PlatformHost(FakeHost):
 
 ADMIN_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGdHkUoG9wUMMKKFD8tJB4Q0e6lqlUIUu6YmZuGSPVZp admin@laptop"
 PROVISIONER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKQ8B3zyGWmdV8N1Vu8y1pUsS0xR/kbZ5i3JbFp5Tw0q provisioner"
+OLD_KEYS = {keys.ROOT_AUTHORIZED_KEYS: {"type": "file", "mode": "600", "user": "root", "group": "root",
+                                        "sha256": "admin+provisioner"}}
 
 
-def _root_keys(monkeypatch, groups: list[str], snap: dict, platform_host) -> tuple[list[str], str]:
-    """root_authorized_keys' commands on a host in groups, and the content it uploads."""
-    monkeypatch.setattr(snapshot, "read", lambda **_: snap)
+def _root_keys(groups: list[str], answers: dict, platform_host, platform_answers: dict) -> tuple[list[str], str]:
+    """root_authorized_keys' commands on a host in groups (the platform host's snapshot answering
+    platform_answers), and the content it uploads."""
     target = FakeHost()
     target.groups = groups
-    with ctx_host.use(target), ctx_state.use(SimpleNamespace(cwd=str(ROOT), config=SimpleNamespace(DIFF=False))):
-        commands = list(keys.root_authorized_keys._inner(admin_keys=[ADMIN_KEY], platform_host=platform_host))
+    args = {"admin_keys": [ADMIN_KEY], "platform_host": platform_host}
+    with ctx_host.use(target), ctx_state.use(fake_state()):
+        snapshot.ask(on=platform_host, contents=[f"{platform_host.data.platform_key_path}.pub"])
+        snapshot.answer(platform_answers, on=platform_host)
+        snapshot.ask(**keys.root_authorized_keys.asks(**args))
+        snapshot.answer(answers)
+        commands = list(keys.root_authorized_keys._inner(**args))
     [upload] = [c for c in commands if isinstance(c, FileUploadCommand)]
     return [str(c) for c in commands if c is not upload], upload.src.getvalue().decode()
 
 
-def test_root_authorized_keys_on_a_dokku_host_are_the_admin_and_platform_keys_only(monkeypatch):
+def test_root_authorized_keys_on_a_dokku_host_are_the_admin_and_platform_keys_only():
     """What Hetzner put there at creation (an older bootstrap gave Dokku servers the provisioner key too) and
     any key added by hand go; the platform's key comes from the platform's private IP only."""
     key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGdHkUoG9wUMMKKFD8tJB4Q0e6lqlUIUu6YmZuGSPVZp"
-    snap = _merge(_empty(), {"contents": {"/opt/platform/dokku-ssh-key.pub": [f"{key} mindroom-testbed-platform"]},
-                             "files": {keys.ROOT_AUTHORIZED_KEYS: {"type": "file", "mode": "600", "user": "root",
-                                                                   "group": "root", "sha1": "admin+provisioner"}},
-                             "dokku": {"ssh_keys": {}}})
-    commands, content = _root_keys(monkeypatch, ["dokku"], snap, PlatformHost())
+    platform_key = {"contents": {"/opt/platform/dokku-ssh-key.pub": [f"{key} mindroom-testbed-platform"]}}
+    commands, content = _root_keys(["dokku"], {"files": OLD_KEYS, "dokku": {"ssh_keys": {}}}, PlatformHost(),
+                                   platform_key)
     assert content == f'{ADMIN_KEY}\nfrom="10.0.1.1" {key} mindroom-testbed-platform\n'
     assert PROVISIONER_KEY.split()[1] not in content
     assert '-eq 2; then rm -f /root/.ssh/authorized_keys.candidate' in commands[1]
@@ -176,23 +233,24 @@ def test_root_authorized_keys_on_a_dokku_host_are_the_admin_and_platform_keys_on
     assert commands[3] == f"echo {key!r} | dokku ssh-keys:add platform".replace('"', "'")
 
 
-def test_root_authorized_keys_on_the_platform_are_the_admin_keys_and_need_no_platform_key(monkeypatch):
+def test_root_authorized_keys_on_the_platform_are_the_admin_keys_and_need_no_platform_key():
     platform_host = PlatformHost()
     platform_host.groups = ["platform"]
-    commands, content = _root_keys(monkeypatch, ["platform"], _empty(), platform_host)
+    commands, content = _root_keys(["platform"], {"files": OLD_KEYS}, platform_host, {})
     assert content == f"{ADMIN_KEY}\n" and not any("dokku" in command for command in commands)
 
 
-def test_root_authorized_keys_on_a_dokku_host_fail_without_the_platform_key(monkeypatch):
+def test_root_authorized_keys_on_a_dokku_host_fail_without_the_platform_key():
     with pytest.raises(Exception, match="platform key step must run first"):
-        _root_keys(monkeypatch, ["dokku"], _empty(), PlatformHost())
+        _root_keys(["dokku"], {"files": OLD_KEYS, "dokku": {"ssh_keys": {}}}, PlatformHost(),
+                   {"contents": {"/opt/platform/dokku-ssh-key.pub": None}})
 
 
-def test_the_candidate_is_live_only_when_every_line_parses_as_a_key(monkeypatch, tmp_path):
+def test_the_candidate_is_live_only_when_every_line_parses_as_a_key(tmp_path):
     """The check of the candidate file (ssh-keygen -l lists as many keys as it has lines) run for real."""
     platform_host = PlatformHost()
     platform_host.groups = ["platform"]
-    check = _root_keys(monkeypatch, ["platform"], _empty(), platform_host)[0][1]  # one admin key: one line
+    check = _root_keys(["platform"], {"files": OLD_KEYS}, platform_host, {})[0][1]  # one admin key: one line
     for content, passes in ((f"{ADMIN_KEY}\n", True), ("not a key\n", False), (f"{ADMIN_KEY[:40]}\n", False)):
         candidate = tmp_path / "authorized_keys.candidate"
         candidate.write_text(content)
@@ -202,25 +260,58 @@ def test_the_candidate_is_live_only_when_every_line_parses_as_a_key(monkeypatch,
         assert candidate.exists() == passes, "a failed candidate is removed"
 
 
-def test_known_hosts_lists_each_dokku_host_key_by_private_ip(monkeypatch):
-    snap = _merge(_empty(), {"contents": {keys.HOST_KEY: ["ssh-ed25519 AAAAhost root@dokku"]}})
-    monkeypatch.setattr(snapshot, "read", lambda **_: snap)
-    uploads = []
-    monkeypatch.setattr(ops, "write", lambda dest, content, *args, **kwargs: uploads.append((dest, content)) or iter(()))
-    dokku_hosts = [SimpleNamespace(name=f"dokku-{n}", data=SimpleNamespace(private_ip=f"10.0.1.{n}")) for n in (2, 3)]
-    _run(keys.known_hosts, snap, path="/opt/platform/dokku-known-hosts", dokku_hosts=dokku_hosts)
-    [(dest, content)] = uploads
-    lines = [line for line in content.decode().splitlines() if line and not line.startswith("#")]
+class DokkuHost(FakeHost):
+    def __init__(self, number):
+        super().__init__()
+        self.name, self.data = f"dokku-{number}", SimpleNamespace(private_ip=f"10.0.1.{number}")
+
+
+def test_known_hosts_lists_each_dokku_host_key_by_private_ip():
+    """Each Dokku host's key from that host's snapshot; a host whose key was not asked would be an error, never
+    a silently dropped line."""
+    dokku_hosts = [DokkuHost(n) for n in (2, 3)]
+    path = "/opt/platform/dokku-known-hosts"
+    args = {"path": path, "dokku_hosts": dokku_hosts}
+    with ctx_host.use(FakeHost({"files.File": {f"path={path}": None}, "files.Directory": {
+            "path=/opt/platform": {"mode": 700}, f"path={path}": None}})), ctx_state.use(fake_state()):
+        for member in dokku_hosts:
+            snapshot.ask(on=member, contents=[keys.HOST_KEY])
+            snapshot.answer({"contents": {keys.HOST_KEY: ["ssh-ed25519 AAAAhost root@dokku"]}}, on=member)
+        snapshot.ask(**keys.known_hosts.asks(**args))
+        snapshot.answer({"files": {path: None}})
+        [upload] = [c for c in keys.known_hosts._inner(**args) if isinstance(c, FileUploadCommand)]
+        unasked = DokkuHost(9)
+        snapshot.answer({"contents": {keys.HOST_KEY: ["ssh-ed25519 AAAAhost root@dokku"]}}, on=unasked)
+        with pytest.raises(snapshot.NotAsked):
+            snapshot.read(on=unasked)["contents"][keys.HOST_KEY]
+    lines = [line for line in upload.src.getvalue().decode().splitlines() if line and not line.startswith("#")]
     assert lines == ["10.0.1.2 ssh-ed25519 AAAAhost root@dokku", "10.0.1.3 ssh-ed25519 AAAAhost root@dokku"]
 
 
-def test_missing_certificate_runs_certbot_once(monkeypatch):
-    snap = _empty()
-    monkeypatch.setattr(snapshot, "read", lambda **_: snap)
+def test_known_hosts_in_place_is_a_no_op():
+    """(keys.known_hosts reads other hosts' snapshots, so its cases are here rather than in JSON.)"""
+    member, path = DokkuHost(2), "/opt/platform/dokku-known-hosts"
+    line = "ssh-ed25519 AAAAhost root@dokku"
+    content = ops.render(str(keys.TEMPLATES / "platform/dokku-known-hosts.j2"), known_hosts=[("10.0.1.2", line)])
+    fake_host = FakeHost()
+    with ctx_host.use(fake_host), ctx_state.use(fake_state()):
+        snapshot.ask(on=member, contents=[keys.HOST_KEY])
+        snapshot.answer({"contents": {keys.HOST_KEY: [line]}}, on=member)
+        snapshot.ask(files=[path])
+        snapshot.answer({"files": {path: {"type": "file", "mode": "644", "user": "root", "group": "root",
+                                          "sha256": hashlib.sha256(content.encode()).hexdigest()}}})
+        assert list(keys.known_hosts._inner(path=path, dokku_hosts=[member])) == []
+    assert fake_host.noops
+
+
+def test_missing_certificate_runs_certbot_once():
     names = ["mindroom.test", "app.mindroom.test"]
-    with ctx_host.use(FakeHost()), ctx_state.use(SimpleNamespace(cwd=str(ROOT), config=SimpleNamespace(DIFF=False))):
-        [command] = list(tls.certificate._inner(domain="mindroom.test", names=names, webroot="/var/www/letsencrypt",
-                                                ca_bundle="/etc/letsencrypt/acme-ca.pem"))
+    args = {"domain": "mindroom.test", "names": names, "webroot": "/var/www/letsencrypt",
+            "ca_bundle": "/etc/letsencrypt/acme-ca.pem"}
+    with ctx_host.use(FakeHost()), ctx_state.use(fake_state()):
+        snapshot.ask(**tls.certificate.asks(**args))
+        snapshot.answer({"certs": {tls.certificate_path("mindroom.test"): None}})
+        [command] = list(tls.certificate._inner(**args))
     certbot, obtained_for = command.args
     assert str(certbot) == ("env REQUESTS_CA_BUNDLE=/etc/letsencrypt/acme-ca.pem certbot certonly --cert-name "
                             "mindroom.test --expand --webroot -w /var/www/letsencrypt -d mindroom.test -d app.mindroom.test")
@@ -244,7 +335,7 @@ def test_fact_script_reads_contents_certificates_and_directories(tmp_path):
     assert fact["contents"] == {str(pub): ["ssh-ed25519 AAAAkey platform"]}
     assert fact["certs"][str(cert)]["names"] == ["mindroom.test", "app.mindroom.test"]
     assert fact["compose"] == {}
-    assert fact["files"][str(pub)]["sha1"] == "fe057b3500af1a56532eea985170504a5dec5dce"
+    assert fact["files"][str(pub)]["sha256"] == hashlib.sha256(pub.read_bytes()).hexdigest()
 
 
 def test_dokku_deploy_sudoers_drop_in_allows_dokku_and_nothing_else():

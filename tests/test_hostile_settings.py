@@ -19,7 +19,6 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from pyinfra.api import FileUploadCommand, OperationError
@@ -29,10 +28,9 @@ import admin_password
 import settings as settings_module
 from settings import DOTENV_NAMES, KNOWN_SETTINGS, PLATFORM_SERVICES, SettingsError, load_settings
 from tasks import ops, platform, snapshot
-from tasks.facts import _empty
 from tests.fakecloud.harness import Harness
 from tests.test_bootstrap_faults import started  # noqa: F401 - the fake cloud fixture
-from tests.test_host_ops import FakeHost
+from tests.test_host_ops import FakeHost, fake_state
 
 ROOT = Path(__file__).resolve().parent.parent
 PWNED = "/tmp/mindroom-hostile-pwned"
@@ -89,6 +87,7 @@ def full_settings(tmp_path: Path) -> dict[str, str]:
         "SSH_STRICT_HOST_KEY_CHECKING": "yes", "SSH_KNOWN_HOSTS_FILE": "known_hosts", "DOKKU_VERSION": "0.36.4",
         "DOKKU_APT_REPO_URL": "https://packagecloud.io/dokku/dokku/debian/",
         "DOKKU_APT_KEY_URL": "https://packagecloud.io/dokku/dokku/gpgkey", "DOKKU_APT_SUITE": "bookworm",
+        "DOKKU_APT_KEY_SHA256": "0123456789abcdef" * 4,
         "LETSENCRYPT_EMAIL": "ops@mindroom.test", "LETSENCRYPT_STAGING": "false",
         "ACME_SERVER": "https://acme-v02.api.letsencrypt.org/directory", "ACME_CA_BUNDLE": str(ca),
         "SERVICE_IMAGE_TAG": "2026.12.1", "REGISTRY_CA_CERT": str(ca), "SUPABASE_URL": "https://db.mindroom.test",
@@ -192,18 +191,19 @@ def test_unknown_key_in_the_env_file_warns_with_the_nearest_known_one(tmp_path, 
 
 # -- item 1: scope ids never reach a host or Hetzner ---------------------------------------------------------
 @pytest.fixture
-def run(monkeypatch):
+def run():
     """Commands of an operation (uploads as FileUploadCommand) against a snapshot."""
     def run_operation(operation, snap, **args):
-        monkeypatch.setattr(snapshot, "read", lambda **_: snap)
-        with ctx_host.use(FakeHost()), ctx_state.use(SimpleNamespace(cwd=str(ROOT), config=SimpleNamespace(DIFF=False))):
+        with ctx_host.use(FakeHost()), ctx_state.use(fake_state()):
+            snapshot.ask(**operation.asks(**args))
+            snapshot.answer(snap)
             return list(operation._inner(**args))
     return run_operation
 
 
 def test_ufw_quotes_every_value_so_a_hostile_source_stays_one_argument(tmp_path, run):
     source = f"fe80::1%$(touch {PWNED})"
-    snap = {**_empty(), "ufw": {"installed": True, "enabled": True, "live": True, "rules": [
+    snap = {"ufw": {"installed": True, "enabled": True, "live": True, "rules": [
         ["allow", "tcp", "22", "0.0.0.0/0", "0.0.0.0/0", "`touch x`;", "in"]],
         "policies": {"INPUT": "DROP", "OUTPUT": "ACCEPT"}}}
     commands = [str(c) for c in run(ops.ufw_firewall, snap, rules=[("allow", "tcp", "22", source)])]
@@ -240,7 +240,7 @@ def test_bootstrap_sends_hetzner_exactly_the_validated_networks(tmp_path, starte
 def rendered(run):
     """The exact content ops.template uploads."""
     def render(template: str, **data) -> str:
-        [*_, upload] = run(ops.template, _empty(), src=f"templates/{template}", dest="/x", mode="600", **data)
+        [*_, upload] = run(ops.template, {"files": {"/x": None}}, src=f"templates/{template}", dest="/x", mode="600", **data)
         assert isinstance(upload, FileUploadCommand)
         return upload.src.getvalue().decode()
     return render
@@ -365,6 +365,8 @@ def test_admin_ips_accepted(tmp_path, admin_ips, networks):
     ({"HCLOUD_ENDPOINT": "   "}, "HCLOUD_ENDPOINT is set but empty"),
     ({"HCLOUD_ENDPOINT": "https://user@api.hetzner.cloud/v1"}, "HCLOUD_ENDPOINT="),
     ({"DOKKU_APT_KEY_URL": "http://packagecloud.io/dokku/dokku/gpgkey"}, "plain http only to a local address"),
+    ({"DOKKU_APT_KEY_SHA256": "ABCDEF" + "0" * 58}, "DOKKU_APT_KEY_SHA256='ABCDEF"),
+    ({"DOKKU_APT_KEY_SHA256": "0" * 63}, "allowed: 64 lowercase hex digits"),
     ({"ACME_SERVER": "http://127.0.0.1:14000/dir"}, "ACME_SERVER='http://127.0.0.1:14000/dir' is not https"),
 ])
 def test_strict_parsing(tmp_path, overrides, message):

@@ -35,7 +35,7 @@ def platform_data(tmp_path, monkeypatch):
         "SUPABASE_SERVICE_KEY": "s", "STRIPE_SECRET_KEY": "s", "STRIPE_PUBLISHABLE_KEY": "p",
         "STRIPE_WEBHOOK_SECRET": "w", "STRIPE_PRICE_STARTER": "1", "STRIPE_PRICE_PROFESSIONAL": "2",
         "STRIPE_PRICE_ENTERPRISE": "3", "REGISTRY": "registry.example.org", "REGISTRY_USER": "u",
-        "REGISTRY_TOKEN": "r", "LETSENCRYPT_EMAIL": "ops@example.org", "ALERT_WEBHOOK_URL": WEBHOOK,
+        "REGISTRY_TOKEN": "r", "LETSENCRYPT_EMAIL": "ops@example.org", "DOKKU_APT_KEY_SHA256": "0" * 64, "ALERT_WEBHOOK_URL": WEBHOOK,
         "ALERT_EMAIL_TO": "ops@example.org, oncall@example.org", "SMTP_HOST": "smtp.example.org",
         "SMTP_USER": "alerts@example.org", "SMTP_PASSWORD": SMTP_PASSWORD, "ALERT_DISK_PERCENT": "80",
     }

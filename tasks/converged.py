@@ -1,0 +1,54 @@
+"""The end of planning in pyinfra's default mode (no -y): pyinfra 3.10 then asks "Press enter to execute" even
+when nothing will change, and without a terminal that prompt dies with an EOFError traceback.
+
+deploy.py calls `finish_planning()` for every host once its operations are declared. When the last host is
+declared:
+- nothing will change on any host (pyinfra's change detection, which ran every operation against the hosts'
+  snapshots): the run says so and ends there, exit 0, before the prompt, as `terraform apply` does with
+  nothing to do;
+- something will change and stdin is no terminal: one line naming the hosts, exit 1 (apply with -y).
+With -y (no change detection), --dry and --json pyinfra goes on as usual (those never prompt).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from pyinfra import host, logger
+from pyinfra.context import ctx_host, ctx_state
+
+DRY_RUN = "pyinfra --dry --diff inventory.py deploy.py"
+APPLY = "pyinfra -y inventory.py deploy.py"
+
+
+def _cli_option(name: str) -> bool:
+    """A pyinfra command-line flag of this run (false when pyinfra runs through its API)."""
+    context = click.get_current_context(silent=True)
+    return bool(context and context.params.get(name))
+
+
+def will_change(run, member) -> bool:
+    """Whether any operation of host `member` will change something (conditional `_if` ones included: pyinfra
+    counts them as changes, and so does its prompt)."""
+    with ctx_host.use(member):
+        return any(data.operation_meta.will_change for data in run.ops.get(member, {}).values())
+
+
+def finish_planning() -> None:
+    run = ctx_state.get()
+    if not run.check_for_changes or _cli_option("dry") or _cli_option("json_output"):
+        return
+    if not hasattr(run, "mindroom_planned"):
+        run.mindroom_planned = set()
+    run.mindroom_planned.add(host.name)
+    active = list(run.inventory.get_active_hosts())
+    if not {member.name for member in active} <= run.mindroom_planned:
+        return
+    changing = [member.name for member in active if will_change(run, member)]
+    if not changing:
+        logger.info(f"--> No changes: the {len(active)} host(s) are as deploy.py describes them; nothing to run")
+        raise SystemExit(0)
+    if not sys.stdin.isatty():
+        sys.exit(f"error: changes planned on {', '.join(changing)} and no terminal to confirm them; "
+                 f"preview them with `{DRY_RUN}`, apply them with `{APPLY}`")

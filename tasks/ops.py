@@ -142,15 +142,17 @@ def _private_write(dest: str, content: bytes, remote: dict | None, mode: str, us
 
 
 def write(dest: str, content: bytes, mode: str, user: str = "root", group: str = "root", validate: str = "",
-          secret: bool = False):
-    """Make dest hold content with this mode and owner: nothing when it does; pyinfra's files.put when it is a
-    plain file others may read; otherwise the private writer (_private_write: secrets, validated candidates,
-    files others may not read)."""
+          secret: bool = False, pyinfra_write=None):
+    """Make dest hold content with this mode and owner: nothing when it does; pyinfra's files.put (or the
+    pyinfra_write() given) when it is a plain file others may read; otherwise the private writer
+    (_private_write: secrets, validated candidates, files others may not read)."""
     remote, same = _up_to_date(dest, content, mode, user, group)
     if same:
         host.noop(f"{dest} is up to date")
     elif _private(mode, validate, secret):
         yield from _private_write(dest, content, remote, mode, user, group, validate, secret)
+    elif pyinfra_write:
+        yield from pyinfra_write()
     else:
         yield from files.put._inner(src=BytesIO(content), dest=dest, user=user, group=group, mode=mode)
 
@@ -185,13 +187,8 @@ def template(src: str, dest: str, mode: str, user: str = "root", group: str = "r
     except (TemplateRuntimeError, TemplateSyntaxError, UndefinedError):
         yield from files.template._inner(**arguments)  # raises its report before it asks the host anything
         raise
-    remote, same = _up_to_date(dest, rendered, mode, user, group)
-    if same:
-        host.noop(f"{dest} is up to date")
-    elif _private(mode, validate, False):
-        yield from _private_write(dest, rendered, remote, mode, user, group, validate, False)
-    else:
-        yield from files.template._inner(**arguments)
+    yield from write(dest, rendered, mode, user, group, validate,
+                     pyinfra_write=lambda: files.template._inner(**arguments))
 
 
 @snapshot_operation(lambda dest, **_: {"files": [dest]})

@@ -14,18 +14,23 @@ from __future__ import annotations
 
 import sys
 
-import click
+import pyinfra
 from pyinfra import host, logger
 from pyinfra.context import ctx_host, ctx_state
+from pyinfra_cli.cli import cli
 
 DRY_RUN = "pyinfra --dry --diff inventory.py deploy.py"
 APPLY = "pyinfra -y inventory.py deploy.py"
 
 
 def _cli_option(name: str) -> bool:
-    """A pyinfra command-line flag of this run (false when pyinfra runs through its API)."""
-    context = click.get_current_context(silent=True)
-    return bool(context and context.params.get(name))
+    """A flag of this run's pyinfra command line (false when pyinfra runs through its API), parsed by pyinfra's own
+    click command: its click context is not visible here (click keeps it thread-local, and gevent gives each
+    host's greenlet its own)."""
+    if not pyinfra.is_cli:
+        return False
+    with cli.make_context("pyinfra", sys.argv[1:], resilient_parsing=True) as context:
+        return bool(context.params.get(name))
 
 
 def will_change(run, member) -> bool:

@@ -2,7 +2,9 @@
 
     sudo .venv/bin/python bench/bench_deploy.py [--runs 3] [--keep]
 
-P1: a no-op deploy of the whole platform vs an empty pyinfra deploy on the same hosts (target ≤ 3×).
+P1: a no-op deploy of the whole platform vs an empty pyinfra deploy on the same hosts, in each of pyinfra's modes:
+    `-y` (target ≤ 2×), the default mode (change detection; a converged run ends before the prompt) and `--dry`
+    (targets ≤ 3×).
 P4: a no-op deploy to 3 hosts vs to 1 host (target ≤ 1.3×).
 Boot: N guests booted in parallel through the cloud hooks; memory (PSS) per guest after the deploy.
 It brings up its own lab with DOKKU_SERVERS=2 (3 hosts) and removes it at the end unless --keep.
@@ -22,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.testbed import cloudhooks, guests, lab, layout, steps  # noqa: E402
 
 EMPTY_DEPLOY = "bench/empty_deploy.py"
+TARGETS = {"-y": 2, "default": 3, "--dry": 3}
 BENCH_SERVER_IDS = range(90001, 90004)
 
 
@@ -86,13 +89,19 @@ def main() -> int:
             figures.append(f"boot of {count} new guest(s) in parallel until SSH answers (idle lab): "
                            f"{boot_time(count):.1f}s")
         runner.run("first deploy, 3 hosts", steps.deploy())
-        noop = timed(runner, "no-op deploy, 3 hosts", steps.deploy(), args.runs)
-        empty = timed(runner, "empty deploy, 3 hosts", steps.deploy(deploy_file=EMPTY_DEPLOY), args.runs)
+        ratios = {}
+        for mode in steps.DEPLOY_MODES:
+            ratios[mode] = (timed(runner, f"no-op deploy ({mode}), 3 hosts", steps.deploy_in_mode(mode), args.runs),
+                            timed(runner, f"empty deploy ({mode}), 3 hosts",
+                                  steps.deploy_in_mode(mode, deploy_file=EMPTY_DEPLOY), args.runs))
+        noop = ratios["-y"][0]
         singles = {name: timed(runner, f"no-op deploy, 1 host ({name})", steps.deploy("--limit", name), args.runs)
                    for name in ("mindroom-testbed-dokku-1", "mindroom-testbed-platform")}
         slowest = max(singles.values())
         figures += [
-            f"P1 no-op deploy / empty deploy (3 hosts): {noop:.1f}s / {empty:.1f}s = {noop / empty:.2f}x (target <= 3x)",
+            f"P1 {mode} no-op deploy / empty deploy (3 hosts): {mode_noop:.2f}s / {mode_empty:.2f}s = "
+            f"{mode_noop / mode_empty:.2f}x (target <= {TARGETS[mode]}x)" for mode, (mode_noop, mode_empty) in ratios.items()]
+        figures += [
             f"P4 no-op deploy 3 hosts / slowest single host: {noop:.1f}s / {slowest:.1f}s = {noop / slowest:.2f}x "
             f"(target <= 1.3x; single hosts: {', '.join(f'{n} {t:.1f}s' for n, t in singles.items())})",
             f"first deploy of the platform on 3 fresh hosts: {runner.timings['first deploy, 3 hosts']:.0f}s",

@@ -5,13 +5,15 @@ nothing; the platform's .env has the Stripe webhook's signing secret) -> a postg
 destroyed, re-created and imported with their data -> marker file on every volume -> disaster recovery (data on
 dokku-1 and the platform, backup.py now, dokku-1 and its volume deleted, apply + deploy a new one, backup.py restore
 brings the data back, backup.py check) -> /run/reboot-required on every host -> second deploy changes nothing and
-names them -> markers still there -> host tests -> node_exporter stopped on a Dokku server: the host-down alert and
-its resolution reach the webhook receiver -> `maintain.py reboot --only-if-required` rolls every host, Dokku servers
-first -> markers and the services' data still there -> host tests -> nothing needs a reboot -> a Dokku upgrade (an
-app on every Dokku server; DOKKU_VERSION bumped: the plain deploy leaves it and names the servers; `maintain.py
-upgrade` rolls dokku-1 then dokku-2; a deploy at the new version changes nothing; the Dokku host tests; an upgrade to
-a version the repository lacks stops at dokku-1, dokku-2 untouched) -> the admin key rotation -> bootstrap destroy
-(the Stripe webhook endpoint too) -> down.
+names them -> markers still there -> -y, the default mode and --dry each read every host once (the default mode
+says there is nothing to do, without a prompt) -> --dry plans nothing, and after a template edit its upload and
+restart -> host tests -> node_exporter stopped on a Dokku server: the host-down alert and its resolution reach the
+webhook receiver -> `maintain.py reboot --only-if-required` rolls every host, Dokku servers first -> markers and the
+services' data still there -> host tests -> nothing needs a reboot -> a Dokku upgrade (an app on every Dokku server;
+DOKKU_VERSION bumped: the plain deploy leaves it and names the servers; `maintain.py upgrade` rolls dokku-1 then
+dokku-2; a deploy at the new version changes nothing; the Dokku host tests; an upgrade to a version the repository
+lacks stops at dokku-1, dokku-2 untouched) -> the admin key rotation -> bootstrap destroy (the Stripe webhook
+endpoint too) -> down.
 Each step is the project's own command in a subprocess; the first one that fails stops the gate with its log.
 `down` runs whatever happened (namespaces, links, mounts, loop devices, processes).
 """
@@ -133,13 +135,28 @@ def _check_service_dumps(runner: steps.Runner, token: str) -> None:
     _check_service_data(runner, token, "after export, destroy and import")
 
 
+def _check_one_read_per_host(runner: steps.Runner) -> None:
+    """On the converged platform `-y`, the default mode and `--dry` each read every host's snapshot once and
+    ask pyinfra nothing else (`-v` logs every fact); the default mode says so and does not prompt."""
+    hosts = sorted(host["name"] for host in _hosts())
+    for mode in steps.DEPLOY_MODES:
+        output = runner.run(f"no-op deploy ({mode}): one read per host", steps.deploy_in_mode(mode, "-v"),
+                            with_stderr=True)
+        loaded = steps.facts_loaded(output)
+        if loaded != {name: ["tasks.facts.HostSnapshot"] for name in hosts}:
+            raise steps.StepFailed(f"the no-op deploy ({mode}) should read each host's snapshot once, loaded: {loaded}")
+        if mode == "default" and "--> No changes:" not in output:
+            raise steps.StepFailed(f"the default-mode deploy did not say there is nothing to do:\n{output[-2000:]}")
+
+
 EDITED_TEMPLATE = "templates/base/sshd.local.j2"
 EDIT = "# e2e: an edited template"
 
 
 def _check_dry_runs(runner: steps.Runner, workdir: Path) -> None:
     """`pyinfra --dry --diff` plans nothing on the converged hosts; after a template is edited (in a copy
-    of the project) it plans exactly that file, shows the diff, and the restart that depends on it."""
+    of the project) it plans exactly that file and the restart that depends on it (ops.on_change), and shows the
+    diff."""
     planned = steps.planned_changes(runner.run("dry run on the converged hosts", steps.dry_run(),
                                                         with_stderr=True))
     if planned:
@@ -151,8 +168,10 @@ def _check_dry_runs(runner: steps.Runner, workdir: Path) -> None:
         template.write(EDIT + "\n")
     output = runner.run("dry run after editing a template", steps.dry_run(), cwd=copy, with_stderr=True)
     planned = steps.planned_changes(output)
-    if not planned or not all(op.endswith("Upload /etc/fail2ban/jail.d/sshd.local") for op in planned):
-        raise steps.StepFailed(f"editing {EDITED_TEMPLATE} should plan only its upload, planned: {planned}")
+    expected = ("Upload /etc/fail2ban/jail.d/sshd.local", "Restart fail2ban")
+    if {op.rsplit(" | ", 1)[-1] for op in planned} != set(expected):
+        raise steps.StepFailed(f"editing {EDITED_TEMPLATE} should plan its upload and fail2ban's restart on each "
+                               f"host, planned: {planned}")
     if f"+ {EDIT}" not in output or "Will modify /etc/fail2ban/jail.d/sshd.local" not in output:
         raise steps.StepFailed(f"the dry run did not show the template's diff:\n{output[-3000:]}")
 
@@ -516,6 +535,7 @@ def test_platform_end_to_end(tmp_path_factory, capsys):
         steps.assert_no_changes(steps.json_totals(second.finish()))
         _check_reboot_reported(second)
         _check_markers(runner, token, "after the second deploy")
+        _check_one_read_per_host(runner)
         _check_dry_runs(runner, tmp_path_factory.mktemp("dry-run"))
         _host_tests(runner, capsys, "after the deploys")
         _check_host_down_alert(runner)

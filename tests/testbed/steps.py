@@ -95,8 +95,9 @@ class Step:
         self.handle.write(f"$ {' '.join(argv)}\n")
         self.handle.flush()
         stderr = subprocess.STDOUT if with_stderr or echo else self.handle
-        self.process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=stderr,
-                                        text=True)
+        # stdin is no terminal: a step never waits for input (a deploy that would ask fails with one line)
+        self.process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                        stderr=stderr, text=True)
 
     @property
     def pid(self) -> int:
@@ -153,6 +154,25 @@ def json_totals(stdout: str) -> dict:
     totals["changed"] = [{"name": op["name"], "hosts": op["success"]}
                          for op in results.get("operations", []) if op.get("success")]
     return totals
+
+
+DEPLOY_MODES = {"-y": ["-y"], "default": [], "--dry": ["--dry"]}  # pyinfra's three ways to run deploy.py
+
+
+def deploy_in_mode(mode: str, *extra: str, deploy_file: str = "deploy.py") -> list[str]:
+    """deploy.py (or another deploy file) in one of DEPLOY_MODES."""
+    return [str(BIN / "pyinfra"), *DEPLOY_MODES[mode], *extra, "inventory.py", deploy_file]
+
+
+_FACT_LOADED = re.compile(r"^\s*\[(?P<host>[^\]]+)\] Loaded fact (?P<fact>\S+)", re.MULTILINE)
+
+
+def facts_loaded(output: str) -> dict[str, list[str]]:
+    """Host -> the facts a `pyinfra -v` run loaded on it, in order (each one a round trip)."""
+    loaded: dict[str, list[str]] = {}
+    for match in _FACT_LOADED.finditer(output):
+        loaded.setdefault(match["host"], []).append(match["fact"])
+    return loaded
 
 
 def dry_run() -> list[str]:

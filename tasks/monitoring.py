@@ -21,7 +21,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import systemd
 
-from tasks import ops
+from tasks import ops, snapshot
 from tasks.inventory_hosts import dokku_hosts
 
 logger = logging.getLogger("pyinfra")
@@ -186,7 +186,7 @@ def alert_secrets() -> list:
                                            user="prometheus", group="prometheus"))
         else:
             written.append(ops.absent(name=f"Remove {path}", path=path))
-    if not (data.alert_secrets["webhook_url"] or data.monitoring.email_to):
+    if not (data.alert_secrets["webhook_url"] or data.monitoring.email_to or snapshot.asking()):
         logger.warning(f"[{host.name}] monitoring: neither ALERT_WEBHOOK_URL nor ALERT_EMAIL_TO is set; alerts are "
                        "only visible in Alertmanager (SSH tunnel, README)")
     return written

@@ -177,6 +177,11 @@ def forget() -> None:
     _book().snapshots.clear()
 
 
+def asking() -> bool:
+    """Whether declare() is gathering questions (tasks run twice: say things once, in the real pass)."""
+    return _book().asking
+
+
 @contextmanager
 def _asking():
     book = _book()
@@ -214,7 +219,7 @@ def snapshot_operation(asks):
         @functools.wraps(op)
         def call(*args, **kwargs):
             ask(**asks(**kwargs))
-            if _book().asking:
+            if asking():
                 return OperationMeta("asking", is_change=False)
             return op(*args, **kwargs)
 

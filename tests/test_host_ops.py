@@ -349,12 +349,13 @@ def test_dokku_deploy_sudoers_drop_in_allows_dokku_and_nothing_else():
 def test_the_deploy_names_a_server_waiting_for_the_upgrade(monkeypatch):
     """Another Dokku version and a plugin finished at another tag: no command, one line for the end of the run."""
     plugin = {"enabled": True, "committish": "1.42.0", "finished": "1.42.0"}
-    snap = _merge(_empty(), {"packages": {"dokku": "0.38.27"}, "held": ["dokku"],
-                             "dokku": {"vhosts": ["mindroom.chat"], "plugins": {"redis": plugin}, "properties": {},
-                                       "ssh_keys": {}, "autorenew": True}})
-    monkeypatch.setattr(snapshot, "read", lambda **_: snap)
+    answers = {"packages": {"dokku": "0.38.27"}, "held": ["dokku"],
+               "dokku": {"vhosts": ["mindroom.chat"], "plugins": {"redis": plugin}, "properties": {}, "ssh_keys": {},
+                         "autorenew": True}}
     monkeypatch.setattr(dokku, "_left", {})
-    with ctx_host.use(FakeHost()), ctx_state.use(SimpleNamespace(cwd=str(ROOT), config=SimpleNamespace(DIFF=False))):
+    with ctx_host.use(FakeHost()), ctx_state.use(fake_state()):
+        snapshot.ask(dokku=True)
+        snapshot.answer(answers)
         assert list(dokku.package._inner(version="0.38.28", extra=[])) == []
         assert list(dokku.global_settings._inner(domain="mindroom.chat", properties={}, plugins={
             "redis": ("https://github.com/dokku/dokku-redis.git", "1.43.0")})) == []
@@ -362,3 +363,26 @@ def test_the_deploy_names_a_server_waiting_for_the_upgrade(monkeypatch):
         "DOKKU UPGRADE PENDING on case-host: Dokku 0.38.27 runs, 0.38.28 is configured, plugin redis 1.42.0 runs, "
         "1.43.0 is configured; the deploy left it alone: run `python maintain.py upgrade` (one server at a time, its "
         "apps stopped meanwhile)"]
+
+
+@pytest.mark.parametrize("served, passes", [(b"the pinned key\n", True), (b"another key\n", False)])
+def test_a_download_goes_live_only_with_its_pinned_checksum(tmp_path, served, passes):
+    """The check after pyinfra's files.download, run for real: a mismatch is one line naming the URL, the
+    candidate is removed and the live file stays as it was."""
+    dest, url = tmp_path / "dokku.asc", "https://packagecloud.io/dokku/dokku/gpgkey"
+    dest.write_text("the old key\n")
+    pinned = hashlib.sha256(b"the pinned key\n").hexdigest()
+    facts = {"files.File": {f"path={dest}.download": None}, "server.Which": {"command=curl": "/usr/bin/curl"}}
+    *download, check = run_case(ops.download, {"url": url, "dest": str(dest), "sha256": pinned},
+                                {"files": {str(dest): None}}, FakeHost(facts))
+    assert download[0].startswith(f"curl -sSLf {url} -o ")
+    (tmp_path / "dokku.asc.download").write_bytes(served)
+    done = subprocess.run(["sh", "-c", check], capture_output=True, text=True)
+    assert (done.returncode == 0) == passes
+    assert not (tmp_path / "dokku.asc.download").exists()
+    if passes:
+        assert dest.read_bytes() == served and done.stderr == ""
+    else:
+        actual = hashlib.sha256(served).hexdigest()
+        assert done.stderr == f"error: {url} has SHA-256 {actual}, not the pinned {pinned}; {dest} is unchanged\n"
+        assert dest.read_text() == "the old key\n"

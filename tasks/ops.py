@@ -42,11 +42,6 @@ def changed(metas) -> bool:
     return any(meta.did_change() if meta.is_complete() else meta.will_change for meta in metas)
 
 
-def in_container() -> bool:
-    """Decided by the host (systemd-detect-virt), never by a setting: a container cannot swapon or set vm.*."""
-    return snapshot.read()["container"] != "none"
-
-
 # -- follow-ups ----------------------------------------------------------------------------------------------
 @snapshot_operation(lambda **_: {})
 def on_change(changes: list, operation, **arguments):

@@ -178,7 +178,7 @@ def template(src: str, dest: str, mode: str, user: str = "root", group: str = "r
     jinja = {"loader": FileSystemLoader(src.rsplit("/", 1)[0])}
     arguments = dict(src=src, dest=dest, user=user, group=group, mode=mode, jinja_env_kwargs=jinja, **data)
     try:
-        rendered = get_template(src, jinja_env_kwargs=jinja).render(data).encode()
+        rendered = get_template(src, jinja_env_kwargs=dict(jinja)).render(data).encode()  # it pops "loader"
     except (TemplateRuntimeError, TemplateSyntaxError, UndefinedError):
         yield from files.template._inner(**arguments)  # raises its report before it asks the host anything
         raise

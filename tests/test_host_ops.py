@@ -21,7 +21,7 @@ from types import SimpleNamespace
 
 import jinja2
 import pytest
-from pyinfra.api import FileUploadCommand
+from pyinfra.api import FileUploadCommand, OperationError
 from pyinfra.context import ctx_host, ctx_state
 
 from tasks import dokku, keys, ops, platform, reboot, snapshot, tls
@@ -386,3 +386,12 @@ def test_a_download_goes_live_only_with_its_pinned_checksum(tmp_path, served, pa
         actual = hashlib.sha256(served).hexdigest()
         assert done.stderr == f"error: {url} has SHA-256 {actual}, not the pinned {pinned}; {dest} is unchanged\n"
         assert dest.read_text() == "the old key\n"
+
+
+def test_a_template_that_fails_to_render_is_reported_with_its_file_and_line(tmp_path):
+    """pyinfra's files.template report, before anything is asked of the host (FakeHost lists no fact)."""
+    template = tmp_path / "broken.j2"
+    template.write_text("line one\n{{ missing_value }}\nline three\n")
+    with pytest.raises(OperationError, match=rf"Error in template: {template} \(L2\): 'missing_value' is undefined"):
+        run_case(ops.template, {"src": str(template), "dest": "/etc/x", "mode": "644"}, {"files": {"/etc/x": None}},
+                 FakeHost())

@@ -116,13 +116,14 @@ class _Book:
         self.asking = False  # tasks are being run to gather their questions: operations only ask
 
 
-def _book() -> _Book:
-    current = ctx_state.get()
-    book = getattr(current, "mindroom_snapshots", None)
+def _book(run=None) -> _Book:
+    """The snapshot state of this run (pyinfra's State `run`, by default the current one)."""
+    run = run or ctx_state.get()
+    book = getattr(run, "mindroom_snapshots", None)
     if book is None:
-        book = current.mindroom_snapshots = _Book()
-        if hasattr(current, "add_callback_handler"):
-            current.add_callback_handler(_DropOnChange())
+        book = run.mindroom_snapshots = _Book()
+        if hasattr(run, "add_callback_handler"):  # a real State (tests give operations a stand-in)
+            run.add_callback_handler(_DropOnChange())
     return book
 
 
@@ -136,7 +137,7 @@ class _DropOnChange(BaseStateCallback):
 
     @staticmethod
     def operation_host_start(state, host, op_hash):
-        book = _book()
+        book = _book(state)
         previous, book.last_op[host] = book.last_op.get(host), op_hash
         if previous and previous in state.ops.get(host, {}):
             meta = state.get_op_data_for_host(host, previous).operation_meta

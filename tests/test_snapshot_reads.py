@@ -77,6 +77,7 @@ def test_a_change_is_planned_with_its_follow_up_and_applied_with_y(converged):
     assert changing == [["Render", "app.conf"], ["Follow", "app.conf"]], table
     applied = deploy(converged, "-y", line="edited")
     assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert reads(applied) == 2, "read again once, after the operation that changed the host"
     assert (converged / "data/app.conf").read_text().endswith("line = edited\n")
     assert len((converged / "followed").read_text().splitlines()) == 2
     again = deploy(converged, line="edited")

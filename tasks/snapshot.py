@@ -20,6 +20,7 @@ import copy
 import functools
 from contextlib import contextmanager
 
+from gevent.event import Event
 from pyinfra import host, state
 from pyinfra.api import DeployError, OperationError, operation
 from pyinfra.api.operation import OperationMeta
@@ -111,6 +112,7 @@ class _Book:
     def __init__(self):
         self.questions: dict = {}  # host -> Questions
         self.snapshots: dict = {}  # host -> Snapshot
+        self.reading: dict = {}  # host -> Event set when its read under way is done
         self.last_op: dict = {}  # host -> the op hash it started last (execution)
         self.asked = False  # deploy.py's questions were gathered for every host
         self.asking = False  # tasks are being run to gather their questions: operations only ask
@@ -156,11 +158,21 @@ def ask(on=None, **questions) -> None:
 
 
 def read(on=None) -> Snapshot:
-    """The snapshot of the current host (or host `on`), read once for everything asked."""
+    """The snapshot of the current host (or host `on`), read once for everything asked. Hosts are planned in
+    parallel (one greenlet each) and a host's snapshot is also read by others (`on=`): a read under way is
+    waited for, never started twice."""
     book, target = _book(), _target(on)
-    if target not in book.snapshots:
-        questions = book.questions.setdefault(target, Questions())
-        book.snapshots[target] = Snapshot(target.get_fact(HostSnapshot, **questions.fact_arguments()), questions)
+    while target not in book.snapshots:
+        if target in book.reading:
+            book.reading[target].wait()
+            continue
+        book.reading[target] = Event()
+        try:
+            questions = book.questions.setdefault(target, Questions())
+            fact = target.get_fact(HostSnapshot, **questions.fact_arguments())
+            book.snapshots[target] = Snapshot(fact, questions)
+        finally:
+            book.reading.pop(target).set()
     return book.snapshots[target]
 
 

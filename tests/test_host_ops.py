@@ -19,6 +19,7 @@ import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
+import gevent
 import jinja2
 import pytest
 from pyinfra.api import FileUploadCommand, OperationError
@@ -395,3 +396,26 @@ def test_a_template_that_fails_to_render_is_reported_with_its_file_and_line(tmp_
     with pytest.raises(OperationError, match=rf"Error in template: {template} \(L2\): 'missing_value' is undefined"):
         run_case(ops.template, {"src": str(template), "dest": "/etc/x", "mode": "644"}, {"files": {"/etc/x": None}},
                  FakeHost())
+
+
+def test_a_host_read_by_several_hosts_at_once_is_read_once():
+    """Hosts are planned in parallel greenlets and a Dokku host reads the platform's snapshot (`on=`) while the
+    platform reads its own: the second reader waits for the read under way."""
+
+    class SlowHost(FakeHost):
+        reads = 0
+
+        def get_fact(self, cls, *args, **kwargs):
+            SlowHost.reads += 1
+            gevent.sleep(0.05)
+            return {"files": {"/etc/x": None}}
+
+    platform_host = SlowHost()
+    with ctx_state.use(fake_state()):
+        def reader():
+            with ctx_host.use(FakeHost()):
+                return snapshot.read(on=platform_host)["files"]["/etc/x"]
+        with ctx_host.use(platform_host):
+            snapshot.ask(files=["/etc/x"])
+        assert [greenlet.get() for greenlet in gevent.joinall([gevent.spawn(reader) for _ in range(3)])] == [None] * 3
+    assert SlowHost.reads == 1

@@ -164,7 +164,7 @@ def deploy_in_mode(mode: str, *extra: str, deploy_file: str = "deploy.py") -> li
     return [str(BIN / "pyinfra"), *DEPLOY_MODES[mode], *extra, "inventory.py", deploy_file]
 
 
-_FACT_LOADED = re.compile(r"^\s*\[(?P<host>[^\]]+)\] Loaded fact (?P<fact>\S+)", re.MULTILINE)
+_FACT_LOADED = re.compile(r"^\s*\[(?P<host>[^\]]+)\]\s+Loaded fact (?P<fact>\S+)", re.MULTILINE)
 
 
 def facts_loaded(output: str) -> dict[str, list[str]]:

@@ -293,7 +293,7 @@ def test_known_hosts_in_place_is_a_no_op():
     """(keys.known_hosts reads other hosts' snapshots, so its cases are here rather than in JSON.)"""
     member, path = DokkuHost(2), "/opt/platform/dokku-known-hosts"
     line = "ssh-ed25519 AAAAhost root@dokku"
-    content = ops.render(str(keys.TEMPLATES / "platform/dokku-known-hosts.j2"), known_hosts=[("10.0.1.2", line)])
+    content = ops.render("templates/platform/dokku-known-hosts.j2", known_hosts=[("10.0.1.2", line)])
     fake_host = FakeHost()
     with ctx_host.use(fake_host), ctx_state.use(fake_state()):
         snapshot.ask(on=member, contents=[keys.HOST_KEY])

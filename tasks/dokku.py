@@ -19,7 +19,7 @@ import shlex
 
 from pyinfra import host
 from pyinfra.api import OperationError, deploy
-from pyinfra.operations import server
+from pyinfra.operations import apt, server
 
 from tasks import ops, report, snapshot
 from tasks.snapshot import snapshot_operation
@@ -128,15 +128,15 @@ def package(version: str, extra: list[str]):
 
 @snapshot_operation(lambda **_: {})
 def upgrade_package(version: str):
-    """The held dokku package at `version`: unheld, installed, held again (its scripts run: prerm's cleanup,
-    postinst's core plugin install triggers); nothing when it is there already."""
+    """The held dokku package at `version`: unheld, installed by pyinfra's apt.packages, held again (its scripts
+    run: prerm's cleanup, postinst's core plugin install triggers); nothing when it is there already. The holds
+    are `apt-mark`: pyinfra has no operation for them."""
     snap = snapshot.read()
     if snap["packages"].get("dokku") == version and "dokku" in snap["held"]:
         host.noop(f"dokku {version} is installed and held")
         return
-    yield "DEBIAN_FRONTEND=noninteractive apt-get update -q"
     yield "apt-mark unhold dokku"
-    yield f"{ops.APT_INSTALL} {shlex.quote(f'dokku={version}')}"
+    yield from apt.packages._inner(packages=[f"dokku={version}"], update=True, no_recommends=True)
     yield "apt-mark hold dokku"
 
 

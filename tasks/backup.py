@@ -25,7 +25,6 @@ from pathlib import Path
 from pyinfra import host
 from pyinfra.api import DeployError, deploy
 from pyinfra.operations import systemd
-from pyinfra.operations.util import any_changed
 
 from local_secrets import private_directory, write_atomically
 from tasks import ops
@@ -82,10 +81,11 @@ def configure():
     secrets_files()
     script()  # read by the service at its next run: nothing to restart
     units = timer_units()
-    systemd.daemon_reload(name="Reload systemd for the backup units", _if=any_changed(*units))
+    ops.on_change(name="Reload systemd for the backup units", changes=units, operation=systemd.daemon_reload)
     ops.services(name="Run the backup timers", units=TIMERS)
     for timer, unit in zip(TIMERS, units[1::2]):
-        systemd.service(name=f"Restart {timer}", service=timer, restarted=True, _if=unit.did_change)
+        ops.on_change(name=f"Restart {timer}", changes=[unit], operation=systemd.service, service=timer,
+                      restarted=True)
 
 
 @deploy("Backups: secrets")
@@ -174,5 +174,5 @@ def timers_off():
     removed = [ops.absent(name=f"Remove /etc/systemd/system/{timer}", path=f"/etc/systemd/system/{timer}")
                for timer in TIMERS]
     for timer, unit in zip(TIMERS, removed):
-        systemd.service(name=f"Stop {timer}", service=timer, running=False, _if=unit.did_change)
-    systemd.daemon_reload(name="Reload systemd without the backup timers", _if=any_changed(*removed))
+        ops.on_change(name=f"Stop {timer}", changes=[unit], operation=systemd.service, service=timer, running=False)
+    ops.on_change(name="Reload systemd without the backup timers", changes=removed, operation=systemd.daemon_reload)

@@ -783,6 +783,7 @@ BACKUP_SSH_KEY_FILE = "backup-ssh-key"  # in SECRETS_DIR (and .pub), generated u
 BACKUP_RESTORE_TEST_DAY = "Sun"  # the weekly restore test runs on this day, BACKUP_RESTORE_TEST_HOURS after the backup
 BACKUP_RESTORE_TEST_HOURS = 3
 BACKUP_MAX_SNAPSHOT_AGE_HOURS = 26  # the restore test fails on an older newest snapshot (a missed daily run)
+BACKUP_EXPORT_TIMEOUT_SECONDS = 1800  # an export running longer fails the run (redis:export can wait for good)
 BACKUP_DUMP_MIN_BYTES = 512  # a postgres dump below this is no dump (the plugins' known 111-byte "successes")
 
 

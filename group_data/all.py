@@ -4,8 +4,9 @@ except the host policy below (packages, kernel tuning), which is the same for ev
 import sys
 
 from settings import (
-    BACKUP_DUMP_MIN_BYTES, BACKUP_MAX_SNAPSHOT_AGE_HOURS, BACKUP_METRICS, BACKUP_METRICS_FILE, BACKUP_RESTORE_TEST_DAY,
-    BACKUP_RESTORE_TEST_HOURS, HTTP_PORT, NODE_EXPORTER_PORT, NODE_EXPORTER_TEXTFILE_DIR, SSH_PORT, SUBNET_IP_RANGE,
+    BACKUP_DUMP_MIN_BYTES, BACKUP_EXPORT_TIMEOUT_SECONDS, BACKUP_MAX_SNAPSHOT_AGE_HOURS, BACKUP_METRICS,
+    BACKUP_METRICS_FILE, BACKUP_RESTORE_TEST_DAY, BACKUP_RESTORE_TEST_HOURS, HTTP_PORT, NODE_EXPORTER_PORT,
+    NODE_EXPORTER_TEXTFILE_DIR, SSH_PORT, SUBNET_IP_RANGE,
     SecretValues, SettingsError, load_settings,
 )
 
@@ -65,7 +66,8 @@ if _backup:
         "randomized_delay": _backup.randomized_delay, "restore_test_day": BACKUP_RESTORE_TEST_DAY,
         "restore_test_hours": BACKUP_RESTORE_TEST_HOURS, "keep_daily": _backup.keep_daily,
         "keep_weekly": _backup.keep_weekly, "keep_monthly": _backup.keep_monthly,
-        "dump_min_bytes": BACKUP_DUMP_MIN_BYTES, "max_snapshot_age_hours": BACKUP_MAX_SNAPSHOT_AGE_HOURS,
+        "dump_min_bytes": BACKUP_DUMP_MIN_BYTES, "export_timeout_seconds": BACKUP_EXPORT_TIMEOUT_SECONDS,
+        "max_snapshot_age_hours": BACKUP_MAX_SNAPSHOT_AGE_HOURS,
         "ssh_known_hosts": _backup.ssh_known_hosts, "has_healthcheck": bool(_backup.healthcheck_url),
         "password_file": str(_backup.password_file),
         "ssh_key_path": str(_backup.ssh_key_path or _backup.generated_ssh_key_path),

@@ -140,7 +140,8 @@ def script():
         repository=f"{backup['repository'].rstrip('/')}/{data.server_name}", host_name=data.server_name,
         paths=data.backup_paths, excludes=data.backup_excludes, dumps_dir=data.backup_dumps_dir,
         scratch_dir=data.backup_scratch_dir, services_dir=data.backup_services_dir, dokku=data.backup_dokku,
-        dump_min_bytes=backup["dump_min_bytes"], max_snapshot_age_hours=backup["max_snapshot_age_hours"],
+        dump_min_bytes=backup["dump_min_bytes"], export_timeout_seconds=backup["export_timeout_seconds"],
+        max_snapshot_age_hours=backup["max_snapshot_age_hours"],
         metrics_path=data.backup_metrics_path, metrics=data.backup_metrics, kind=backup["kind"],
         retention=retention(backup), has_healthcheck=backup["has_healthcheck"],
         restart_commands=restart_commands(data))

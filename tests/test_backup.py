@@ -44,7 +44,8 @@ FAKE_DOKKU = r"""#!/bin/bash
 echo "dokku $*" >> "$FAKE_LOG"
 case "$1" in
   postgres:list) echo "=====> postgres services"; echo db1 ;;
-  redis:list) echo " !     There are no redis services" >&2 ;;
+  redis:list) if [ -n "$FAKE_REDIS_HANGS" ]; then echo cache1; else echo " !     There are no redis services" >&2; fi ;;
+  redis:export) sleep 30 ;;  # the plugin's wait for a LASTSAVE that never changes
   postgres:export) head -c "$FAKE_DUMP_BYTES" /dev/zero | sed 's/^/PGDMP/' ;;
   *) exit 1 ;;
 esac
@@ -73,14 +74,16 @@ def job(tmp_path, request):
         state_dir=str(tmp_path / "state"), repository=repository, host_name="dokku-1",
         paths=[str(mount), str(tmp_path / "missing")], excludes=[str(mount / "docker")],
         dumps_dir=str(mount / "dumps"), scratch_dir=str(mount / "scratch"), services_dir=str(mount / "services"),
-        dokku=True, dump_min_bytes=512, max_snapshot_age_hours=26, metrics_path=str(tmp_path / "backup.prom"),
+        dokku=True, dump_min_bytes=512, export_timeout_seconds=1, max_snapshot_age_hours=26, metrics_path=str(tmp_path / "backup.prom"),
         metrics=BACKUP_METRICS, kind="sftp", retention=backup.retention({"keep_daily": 7, "keep_weekly": 4,
                                                                           "keep_monthly": 6}),
         has_healthcheck=False, restart_commands=[]))
     snapshot = tmp_path / "snapshot"
 
-    def run(command: str, dump_bytes: int = 4096, snapshot_age: float = 3600) -> subprocess.CompletedProcess:
+    def run(command: str, dump_bytes: int = 4096, snapshot_age: float = 3600,
+            redis_hangs: bool = False) -> subprocess.CompletedProcess:
         env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_LOG": str(tmp_path / "log"),
+               "FAKE_REDIS_HANGS": "yes" if redis_hangs else "",
                "FAKE_DUMP_BYTES": str(dump_bytes), "FAKE_SNAPSHOT": str(snapshot),
                "FAKE_SNAPSHOT_TIME": str(int(time.time() - snapshot_age))}
         return subprocess.run(["bash", str(script), *command.split()], env=env, capture_output=True, text=True)
@@ -91,6 +94,15 @@ def job(tmp_path, request):
     run.snapshot = snapshot
     run.mount = mount
     return run
+
+
+def test_an_export_that_hangs_fails_the_run_instead_of_waiting_for_good(job):
+    began = time.monotonic()
+    done = job("run", redis_hangs=True)
+    assert time.monotonic() - began < 20, "the export's timeout (1 s here) ended the wait"
+    assert done.returncode == 1
+    assert "mindroom-backup: error: dokku redis:export cache1 failed (or ran over 1 s)" in done.stderr
+    assert " backup " not in job.log.read_text(), "no snapshot without every dump"
 
 
 def _metrics(path: Path) -> dict[str, str]:

@@ -5,7 +5,8 @@ deploy.py calls `finish_planning()` for every host once its operations are decla
 declared:
 - nothing will change on any host (pyinfra's change detection, which ran every operation against the hosts'
   snapshots): the run says so and ends there, exit 0, before the prompt, as `terraform apply` does with
-  nothing to do;
+  nothing to do; but when a host failed (it did not connect, or its planning failed, and the operator chose to go
+  on at pyinfra's "continue?"), one line naming it and exit 1, as pyinfra itself ends a run with a failed host;
 - something will change and stdin is no terminal: one line naming the hosts, exit 1 (apply with -y).
 With -y (no change detection), --dry and --json pyinfra goes on as usual (those never prompt).
 """
@@ -51,6 +52,10 @@ def finish_planning() -> None:
     if not {member.name for member in active} <= run.mindroom_planned:
         return
     changing = [member.name for member in active if will_change(run, member)]
+    failed = sorted(member.name for member in run.failed_hosts)
+    if not changing and failed:
+        sys.exit(f"error: {', '.join(failed)} failed (see above); nothing will change on the other {len(active)} "
+                 "host(s)")
     if not changing:
         logger.info(f"--> No changes: the {len(active)} host(s) are as deploy.py describes them; nothing to run")
         raise SystemExit(0)

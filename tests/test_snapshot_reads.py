@@ -1,9 +1,11 @@
 """One read per host in every mode, offline: tests/snapshot_deploy.py (built like deploy.py) run by the real
 pyinfra CLI on @local against a temporary directory. Once it converged, `-y`, the default mode and `--dry` each
 read the host's snapshot once (pyinfra -v logs every fact it loads) and run nothing else; the default mode says
-there is nothing to do and does not prompt; with a change and no terminal it fails with one line.
-(tests/test_e2e.py counts the reads of the whole platform on the testbed.)"""
+there is nothing to do and does not prompt; with a change and no terminal it fails with one line; `--json` is
+pyinfra's own; a host that failed is never "no changes". (tests/test_e2e.py counts the reads of the whole platform
+on the testbed.)"""
 
+import json
 import os
 import subprocess
 import sys
@@ -16,10 +18,11 @@ PYINFRA = Path(sys.executable).parent / "pyinfra"
 MODES = {"-y": ["-y"], "default": [], "--dry": ["--dry"]}
 
 
-def deploy(workdir: Path, *options: str, line: str = "converged") -> subprocess.CompletedProcess:
+def deploy(workdir: Path, *options: str, line: str = "converged", inventory: str = "@local",
+           stdin=subprocess.DEVNULL) -> subprocess.CompletedProcess:
     """Run outside the repository (the project's group_data/ is not this deploy's)."""
     return subprocess.run([str(PYINFRA), "-v", *options, "--data", f"workdir={workdir}", "--data", f"line={line}",
-                           "@local", str(ROOT / "tests/snapshot_deploy.py")], cwd=workdir, stdin=subprocess.DEVNULL,
+                           inventory, str(ROOT / "tests/snapshot_deploy.py")], cwd=workdir, stdin=stdin,
                           env={"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
                           timeout=120)
 
@@ -28,13 +31,16 @@ def reads(done: subprocess.CompletedProcess) -> int:
     return (done.stdout + done.stderr).count("Loaded fact tasks.facts.HostSnapshot")
 
 
-@pytest.fixture(scope="module")
-def converged(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("snapshot-reads")
+def converge(workdir: Path) -> Path:
     first = deploy(workdir, "-y")
     assert first.returncode == 0, first.stdout + first.stderr
     assert (workdir / "followed").is_file(), "the follow-up ran after the template was written"
     return workdir
+
+
+@pytest.fixture(scope="module")
+def converged(tmp_path_factory):
+    return converge(tmp_path_factory.mktemp("snapshot-reads"))
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -82,3 +88,35 @@ def test_a_change_is_planned_with_its_follow_up_and_applied_with_y(converged):
     assert len((converged / "followed").read_text().splitlines()) == 2
     again = deploy(converged, line="edited")
     assert again.returncode == 0 and reads(again) == 1, again.stdout + again.stderr
+
+
+@pytest.mark.parametrize("line", ["converged", "edited"])
+def test_json_is_pyinfras_own_dry_output_whether_or_not_something_changes(tmp_path, line):
+    """pyinfra 3.10 (pyinfra_cli/cli.py, _main): --json without -y prints the planned run as JSON and exits, no
+    prompt; finish_planning leaves it alone, so stdout stays pure JSON."""
+    converged = converge(tmp_path)
+    done = deploy(converged, "--json", line=line)
+    assert done.returncode == 0, done.stderr
+    assert isinstance(json.loads(done.stdout), dict), done.stdout
+    assert "No changes" not in done.stdout + done.stderr and "Press enter" not in done.stderr
+    assert (converged / "data/app.conf").read_text().endswith("line = converged\n"), "nothing was applied"
+
+
+def test_a_failed_host_is_never_reported_as_no_changes(tmp_path):
+    """A host that does not connect: pyinfra asks "continue?" at a terminal (its _set_fail_prompts) and, once the
+    operator goes on, plans the others. Nothing changes on @local, yet the run fails naming the lost host, as
+    pyinfra's own exit does with a failed host. The second host is a closed port on loopback."""
+    converged = converge(tmp_path)
+    (converged / "two.py").write_text('hosts = ["@local", ("lost", {"ssh_hostname": "127.0.0.1", "ssh_port": 1, '
+                                      '"ssh_known_hosts_file": "/dev/null"})]\n')
+    terminal, answers = os.openpty()
+    try:
+        os.write(terminal, b"\n")  # "One of more hosts failed to connect, continue?": go on
+        done = deploy(converged, inventory="two.py", stdin=answers)
+    finally:
+        os.close(terminal)
+        os.close(answers)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "No changes" not in done.stdout + done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: lost failed (see above); nothing will change on the other 1 host(s)"], done.stderr

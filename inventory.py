@@ -28,6 +28,9 @@ def _load_servers(settings):
         raise SettingsError(f"OUTPUTS_FILE={str(settings.outputs_file)!r} lacks servers with name, role, ipv4 and "
                             "private_ip; run `python bootstrap.py output` to write it again")
     _check_environment(outputs, settings)
+    if not servers:  # pyinfra with no host would still plan nothing and prompt
+        raise SettingsError(f"OUTPUTS_FILE={str(settings.outputs_file)!r} lists no server; run `python bootstrap.py "
+                            "apply` to create them")
     return servers
 
 

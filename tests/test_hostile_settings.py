@@ -429,6 +429,7 @@ def test_env_file_that_is_not_utf8(tmp_path):
     ('{"servers": [{"name": "x", "role": "platform", "ipv4": "1.2.3.4\\"", "private_ip": "10.0.1.20"}]}',
      "lacks servers with name"),
     ('["servers"]', "lacks servers"),
+    ('{"environment": "production", "servers": []}', "lists no server; run `python bootstrap.py apply`"),
 ])
 def test_inventory_with_a_bad_outputs_file(tmp_path, content, fragment):
     (tmp_path / "outputs.json").write_text(content)

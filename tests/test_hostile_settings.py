@@ -368,11 +368,35 @@ def test_admin_ips_accepted(tmp_path, admin_ips, networks):
     ({"DOKKU_APT_KEY_SHA256": "ABCDEF" + "0" * 58}, "DOKKU_APT_KEY_SHA256='ABCDEF"),
     ({"DOKKU_APT_KEY_SHA256": "0" * 63}, "allowed: 64 lowercase hex digits"),
     ({"ACME_SERVER": "http://127.0.0.1:14000/dir"}, "ACME_SERVER='http://127.0.0.1:14000/dir' is not https"),
+    ({"BACKUP_RANDOMIZED_DELAY": "999999w"}, "BACKUP_RANDOMIZED_DELAY=999999w is too long"),
+    ({"BACKUP_RANDOMIZED_DELAY": "121m"}, "must follow that day's backup; allowed: a duration such as 30m or 1h, at most 2h"),
+    ({"BACKUP_RANDOMIZED_DELAY": "0s"}, "BACKUP_RANDOMIZED_DELAY='0s' is invalid"),
+    ({"BACKUP_RANDOMIZED_DELAY": "-1h"}, "BACKUP_RANDOMIZED_DELAY='-1h' is invalid"),
+    ({"BACKUP_REPOSITORY": "sftp://u1@-oProxyCommand/x"}, "BACKUP_REPOSITORY='sftp://u1@-oProxyCommand/x' is invalid"),
+    ({"BACKUP_REPOSITORY": "sftp://u1@.box/x"}, "BACKUP_REPOSITORY='sftp://u1@.box/x' is invalid"),
+    ({"BACKUP_REPOSITORY": "sftp://u1@box:0/x"}, "has port 0; allowed: 1 to 65535"),
+    ({"BACKUP_KEEP_DAILY": "0"}, "BACKUP_KEEP_DAILY=0 is out of range; allowed: 1 to 1000"),
+    ({"BACKUP_KEEP_WEEKLY": "-1"}, "BACKUP_KEEP_WEEKLY='-1' is not a whole number"),
+    ({"BACKUP_KEEP_MONTHLY": "99999999999"}, "BACKUP_KEEP_MONTHLY='99999999999' is not a whole number"),
+    ({"BACKUP_TIME": "24:00"}, "BACKUP_TIME='24:00' is invalid; allowed: HH:MM in UTC"),
 ])
 def test_strict_parsing(tmp_path, overrides, message):
     with pytest.raises(SettingsError) as error:
         load_settings({**full_settings(tmp_path), **overrides}, cwd=tmp_path)
     assert message in str(error.value)
+
+
+@pytest.mark.parametrize("delay", ["2h", "120m", "7200s", "30s"])
+def test_a_randomized_delay_up_to_two_hours_is_taken_as_it_is(tmp_path, delay):
+    assert load_settings({**full_settings(tmp_path), "BACKUP_RANDOMIZED_DELAY": delay},
+                         cwd=tmp_path).backup().randomized_delay == delay
+
+
+@pytest.mark.parametrize("repository", ["sftp://u1@box:23/x", "sftp://u1@10.213.0.1:23/mindroom",
+                                        "sftp://u123456@u123456.your-storagebox.de:23/mindroom"])
+def test_an_sftp_repository_on_a_host_name_or_address_is_taken(tmp_path, repository):
+    assert load_settings({**full_settings(tmp_path), "BACKUP_REPOSITORY": repository},
+                         cwd=tmp_path).backup().repository == repository
 
 
 def test_the_fake_cloud_on_loopback_may_be_plain_http_and_polled_fast(tmp_path):

@@ -1040,12 +1040,27 @@ def load_settings(environ: Mapping[str, str] | None = None, cwd: Path | None = N
                                  "a Docker tag: letters, digits, '_', '.', '-', at most 128, e.g. 2026.12.1"),
     )
     _check_platform_values(get)
+    _check_dokku_plugins(DOKKU_PLUGINS)
     settings.monitoring()  # checked here, so that a bad value stops every command, not only the deploy
     settings.backup()
     if get("ADMIN_IPS"):
         settings.admin_networks  # validate the format early; required-ness is checked by whoever needs it
     settings.stripe_api_base, settings.stripe_allow_mode_mismatch, settings.stripe_retry_backoff  # noqa: B018
     return settings
+
+
+_PLUGIN_NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,39}")  # also a file name (tasks/dokku.py PLUGIN_MARKERS)
+_PLUGIN_TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # a git tag; never an option (`-...`) or a space
+
+
+def _check_dokku_plugins(plugins) -> None:
+    """DOKKU_PLUGINS is code, not a setting, but its values reach `dokku plugin:install/update` and a marker file
+    name on every Dokku server: an edit that breaks them stops every command here."""
+    for name, (url, tag) in plugins.items():
+        where = f"settings.DOKKU_PLUGINS[{name!r}]"
+        _match(where, name, _PLUGIN_NAME_RE, "a plugin name: lowercase letters, digits and '-'")
+        _url(f"{where} URL", url, None, "https://github.com/dokku/dokku-postgres.git")
+        _match(f"{where} tag", tag, _PLUGIN_TAG_RE, "a release tag such as 1.48.0: letters, digits, '.', '_', '-'")
 
 
 def _check_platform_values(get) -> None:

@@ -386,6 +386,23 @@ def test_strict_parsing(tmp_path, overrides, message):
     assert message in str(error.value)
 
 
+@pytest.mark.parametrize("name, url, tag, message", [
+    ("postgres", "https://github.com/dokku/dokku-postgres.git", "--help", "settings.DOKKU_PLUGINS['postgres'] tag='--help'"),
+    ("postgres", "https://github.com/dokku/dokku-postgres.git", "1.48.0 && id", "tag='1.48.0 && id' is invalid"),
+    ("postgres", "https://github.com/dokku/dokku-postgres.git", "", "tag='' is invalid"),
+    ("postgres", "https://github.com/dokku/dokku-postgres.git", "a" * 65, "tag='aaaa"),
+    ("../x", "https://github.com/dokku/dokku-postgres.git", "1.48.0", "settings.DOKKU_PLUGINS['../x']='../x' is invalid"),
+    ("postgres", "http://github.com/dokku/dokku-postgres.git", "1.48.0", "URL='http://github.com/"),
+    ("postgres", "https://github.com/dokku/$(id).git", "1.48.0", "URL='https://github.com/dokku/$(id).git' has "),
+])
+def test_dokku_plugins_that_would_break_the_plugin_commands_stop_every_command(tmp_path, monkeypatch, name, url, tag,
+                                                                                message):
+    monkeypatch.setattr(settings_module, "DOKKU_PLUGINS", {**settings_module.DOKKU_PLUGINS, name: (url, tag)})
+    with pytest.raises(SettingsError) as error:
+        load_settings(full_settings(tmp_path), cwd=tmp_path)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
 @pytest.mark.parametrize("delay", ["2h", "120m", "7200s", "30s"])
 def test_a_randomized_delay_up_to_two_hours_is_taken_as_it_is(tmp_path, delay):
     assert load_settings({**full_settings(tmp_path), "BACKUP_RANDOMIZED_DELAY": delay},

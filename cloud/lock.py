@@ -53,11 +53,9 @@ class LockHeld(BootstrapError):
 
 
 def wait_seconds(text) -> float:
-    """A lock wait: seconds from 0 to 86400; ValueError naming the value otherwise."""
-    try:
-        seconds = float(text)
-    except (TypeError, ValueError):
-        seconds = -1
+    """A lock wait: seconds from 0 to 86400 in ASCII digits (float() also takes '1_0', '1e3', 'nan', other scripts'
+    digits and spaces); ValueError naming the value otherwise."""
+    seconds = float(text) if re.fullmatch(r"[0-9]{1,6}(\.[0-9]{1,6})?", str(text)) else -1
     if not 0 <= seconds <= MAX_WAIT_SECONDS:
         raise ValueError(f"{text!r} is not a number of seconds from 0 to {MAX_WAIT_SECONDS}")
     return seconds

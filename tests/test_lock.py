@@ -182,7 +182,8 @@ def test_lock_wait_gives_up_with_the_same_line(h):
     assert calls(result.mutations) == [("POST", "/placement_groups", 409)]
 
 
-@pytest.mark.parametrize("value", ["-1", "soon", "100000"])
+@pytest.mark.parametrize("value", ["-1", "soon", "100000", "1_0", "1e3", "nan", "inf", "\u0661\u0660", " 5", "",
+                                   "5" * 40, "$(id)"])
 def test_a_bad_lock_wait_is_one_line(value, capsys):
     with pytest.raises(SystemExit) as exit_:
         bootstrap.parse_args(["apply", "--lock-wait", value])

@@ -180,9 +180,7 @@ def cmd_restore(settings, args, out) -> int:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="backup.py", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser, commands = bootstrap.command_parser("backup.py", __doc__)
     now = commands.add_parser("now", help="back up now (every host by default)")
     now.add_argument("hosts", nargs="*", metavar="HOST")
     listing = commands.add_parser("list", help="the snapshots, with time and size")

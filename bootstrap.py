@@ -172,10 +172,23 @@ def _confirm(prompt: str, expected: str, out) -> bool:
         return False
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """A usage error is one line, as every other error (argparse prints the usage before it); exit 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def command_parser(prog: str, doc: str):
+    """The parser of a CLI of this project (bootstrap.py, backup.py, maintain.py): its module docstring's first
+    paragraph as description, one required command; (parser, its subparsers)."""
+    parser = _OneLineParser(prog=prog, description=doc.split("\n\n")[0],
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    return parser, parser.add_subparsers(dest="command", required=True)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="bootstrap.py", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser, commands = command_parser("bootstrap.py", __doc__)
     commands.add_parser("plan", help="show what apply would change")
     apply = commands.add_parser("apply", help="create and reconcile the resources")
     apply.add_argument("--yes", action="store_true", help="do not ask")

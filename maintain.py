@@ -180,9 +180,7 @@ def cmd_upgrade(settings, args, out) -> int:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="maintain.py", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser, commands = bootstrap.command_parser("maintain.py", __doc__)
     reboot = commands.add_parser("reboot", help="reboot the hosts one at a time, Dokku servers first")
     reboot.add_argument("--only-if-required", action="store_true", help="only hosts with /run/reboot-required")
     lock.add_wait_option(reboot)

@@ -431,6 +431,22 @@ def _one_line_error(done: subprocess.CompletedProcess, *fragments: str) -> None:
     assert all(fragment in lines[0] for fragment in fragments), lines[0]
 
 
+@pytest.mark.parametrize("argv, fragment", [
+    (["backup.py", "restore"], "backup.py restore: error: the following arguments are required: HOST"),
+    (["backup.py", "forget"], "backup.py: error: argument command: invalid choice: 'forget'"),
+    (["maintain.py", "reboot", "--lock-wait", "-5"], "maintain.py reboot: error: argument --lock-wait: '-5' is not"),
+    (["maintain.py", "upgrade", "--lock-wait", "1e9"], "argument --lock-wait: '1e9' is not a number of seconds"),
+    (["maintain.py", "upgrade", "--force"], "maintain.py: error: unrecognized arguments: --force"),
+    (["maintain.py"], "maintain.py: error: the following arguments are required: command"),
+])
+def test_command_line_errors_of_backup_and_maintain_are_one_line(argv, fragment):
+    done = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True,
+                          env={"PATH": os.environ["PATH"]}, stdin=subprocess.DEVNULL)
+    assert done.returncode == 2 and done.stdout == "", done.stdout + done.stderr
+    [line] = done.stderr.splitlines()
+    assert fragment in line and line.endswith("--help)"), line
+
+
 def test_unwritable_outputs_file_is_refused_before_anything_is_created(tmp_path, started):  # noqa: F811
     fake = started()
     h = Harness(tmp_path, fake)

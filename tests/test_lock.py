@@ -188,8 +188,9 @@ def test_a_bad_lock_wait_is_one_line(value, capsys):
     with pytest.raises(SystemExit) as exit_:
         bootstrap.parse_args(["apply", "--lock-wait", value])
     assert exit_.value.code == 2
-    assert capsys.readouterr().err.splitlines()[-1] == (
-        f"bootstrap.py apply: error: argument --lock-wait: {value!r} is not a number of seconds from 0 to 86400")
+    assert capsys.readouterr().err == (
+        f"bootstrap.py apply: error: argument --lock-wait: {value!r} is not a number of seconds from 0 to 86400 "
+        "(see bootstrap.py apply --help)\n")
 
 
 def test_a_dead_holder_on_this_machine_is_taken_over_with_a_notice(h):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import time
@@ -179,6 +180,13 @@ def cmd_restore(settings, args, out) -> int:
     return 0
 
 
+def _snapshot_id(text: str) -> str:
+    """restic's snapshot IDs: 64 hex digits, or the first 8 or more of them (`list` shows 8)."""
+    if not re.fullmatch(r"[0-9a-f]{8,64}", text):
+        raise argparse.ArgumentTypeError(f"{text[:80]!r} is not a snapshot ID (8 to 64 hex digits, as `list` shows)")
+    return text
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser, commands = bootstrap.command_parser("backup.py", __doc__)
     now = commands.add_parser("now", help="back up now (every host by default)")
@@ -188,7 +196,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     commands.add_parser("check", help="the restore test on every host")
     restore = commands.add_parser("restore", help="put a host's data back from a snapshot")
     restore.add_argument("host", metavar="HOST")
-    restore.add_argument("--snapshot", metavar="ID", help="a snapshot ID from `list` (default: the newest)")
+    restore.add_argument("--snapshot", metavar="ID", type=_snapshot_id,
+                         help="a snapshot ID from `list` (default: the newest)")
     restore.add_argument("--yes", action="store_true", help="do not ask")
     restore.add_argument("--overwrite", action="store_true",
                          help="restore even over data the host holds of its own (services, apps, its own backups)")

@@ -432,6 +432,12 @@ def _one_line_error(done: subprocess.CompletedProcess, *fragments: str) -> None:
 
 
 @pytest.mark.parametrize("argv, fragment", [
+    (["backup.py", "restore", "h", "--snapshot", "$(touch /tmp/x)"], "argument --snapshot: '$(touch /tmp/x)' is not a "
+                                                                     "snapshot ID (8 to 64 hex digits"),
+    (["backup.py", "restore", "h", "--snapshot", "ab12cd34\n--overwrite"], "argument --snapshot: 'ab12cd34\\n--overwrite'"),
+    (["backup.py", "restore", "h", "--snapshot", "../../etc"], "is not a snapshot ID"),
+    (["backup.py", "restore", "h", "--snapshot", ""], "is not a snapshot ID"),
+    (["backup.py", "restore", "h", "--snapshot", "a" * 65], "is not a snapshot ID"),
     (["backup.py", "restore"], "backup.py restore: error: the following arguments are required: HOST"),
     (["backup.py", "forget"], "backup.py: error: argument command: invalid choice: 'forget'"),
     (["maintain.py", "reboot", "--lock-wait", "-5"], "maintain.py reboot: error: argument --lock-wait: '-5' is not"),

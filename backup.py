@@ -32,6 +32,7 @@ from settings import SettingsError
 SCRIPT = "/usr/local/sbin/mindroom-backup"
 STATE_DIR = "/var/lib/mindroom-backup"
 EXIT_IN_USE = 3  # the host script's "refusing to restore over data of this host"
+SSH_FAILED = 255  # ssh's own exit status: the host was not reached or did not let us in
 
 
 def _hosts(settings) -> dict[str, dict]:
@@ -85,7 +86,11 @@ def _report(results: dict[str, subprocess.CompletedProcess], what: str, out) -> 
             failed.append(name)
     out.flush()
     if failed:
-        raise BootstrapError(f"{what} failed on {', '.join(failed)} (its output above; journalctl -u the unit there)")
+        unreached = [name for name in failed if results[name].returncode == SSH_FAILED]
+        ran = [name for name in failed if name not in unreached]
+        why = ([f"not reached over SSH: {', '.join(unreached)}"] if unreached else []) + \
+            ([f"the job failed on {', '.join(ran)} (journalctl -u the unit there)"] if ran else [])
+        raise BootstrapError(f"{what} failed on {', '.join(failed)}; {'; '.join(why)}; the output is above")
     return 0
 
 

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -212,3 +214,82 @@ def test_restore_asks_and_an_unanswered_question_changes_nothing(tmp_path, monke
     assert backup_cli.main(["restore", "dokku-1"], environ) == 1
     assert capsys.readouterr().err.endswith("restore cancelled; nothing was changed (pass --yes to restore without "
                                              "asking)\n")
+
+
+# -- backup.py's failures, each one line on stderr (the real CLI, ssh on PATH replaced where said) ------------
+def cli_env(tmp_path: Path, ssh: str | None = None, outputs: bool = True) -> dict[str, str]:
+    """Settings with backups on and an outputs file of one Dokku server on loopback; `ssh`: a bash script run as
+    ssh (PATH)."""
+    known = tmp_path / "box.known_hosts"
+    known.write_text("[box]:23 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA\n")
+    (tmp_path / "none.env").write_text("")
+    if outputs:
+        (tmp_path / "outputs.json").write_text(json.dumps({"environment": "production", "servers": [
+            {"name": "dokku-1", "role": "dokku", "ipv4": "127.0.0.1", "private_ip": "10.0.1.10"}]}))
+    path = os.environ["PATH"]
+    if ssh:
+        (tmp_path / "bin").mkdir()
+        (tmp_path / "bin/ssh").write_text(f"#!/bin/bash\n{ssh}\n")
+        (tmp_path / "bin/ssh").chmod(0o755)
+        path = f"{tmp_path / 'bin'}:{path}"
+    return {"PATH": path, "DOMAIN": "mindroom.test", "ENV_FILE": str(tmp_path / "none.env"),
+            "SECRETS_DIR": str(tmp_path / "secrets"), "BACKUP_REPOSITORY": "sftp://u1@box:23/mindroom",
+            "BACKUP_SSH_KNOWN_HOSTS_FILE": str(known), "OUTPUTS_FILE": str(tmp_path / "outputs.json"),
+            "SSH_PRIVATE_KEY_PATH": str(tmp_path / "id_ed25519"), "SSH_KNOWN_HOSTS_FILE": str(tmp_path / "known_hosts"),
+            "SSH_STRICT_HOST_KEY_CHECKING": "yes"}
+
+
+def backup_py(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "backup.py", *argv], cwd=ROOT, env=env, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=60)
+
+
+def one_error_line(done: subprocess.CompletedProcess) -> str:
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stdout + done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith("error: "), line
+    return line
+
+
+def test_a_missing_outputs_file_is_one_line(tmp_path):
+    for command in ("now", "list", "check"):
+        line = one_error_line(backup_py(cli_env(tmp_path, outputs=False), command))
+        assert "OUTPUTS_FILE=" in line and "does not exist; run `python bootstrap.py apply` first" in line
+
+
+def test_an_unreachable_host_is_one_line_that_says_so(tmp_path):
+    """The real ssh, sent to a closed port on loopback: its own message is kept (the cause), exit 255."""
+    env = cli_env(tmp_path, ssh='exec /usr/bin/ssh -p 1 "$@"')
+    done = backup_py(env, "now")
+    assert one_error_line(done) == ("error: backup failed on dokku-1; not reached over SSH: dokku-1; the output is "
+                                    "above")
+    assert done.stdout.startswith("dokku-1: backup FAILED\n") and "port 1: Connection refused" in done.stdout
+    line = one_error_line(backup_py(env, "list"))
+    assert line.startswith("error: could not list the snapshots of dokku-1: ") and "Connection refused" in line
+
+
+def test_a_failed_job_names_its_unit_journal(tmp_path):
+    env = cli_env(tmp_path, ssh="echo 'mindroom-backup: error: restic backup failed'; exit 1")
+    done = backup_py(env, "check")
+    assert one_error_line(done) == ("error: restore test failed on dokku-1; the job failed on dokku-1 (journalctl -u "
+                                    "the unit there); the output is above")
+    assert "  mindroom-backup: error: restic backup failed" in done.stdout
+
+
+def test_ctrl_c_while_a_host_runs_its_job_is_one_line(tmp_path):
+    started = tmp_path / "started"
+    env = cli_env(tmp_path, ssh=f"touch {started}; exec sleep 60")
+    run = subprocess.Popen([sys.executable, "backup.py", "now"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.killpg(run.pid, signal.SIGINT)  # a terminal's Ctrl-C: the whole foreground group, ssh too
+        out, err = run.communicate(timeout=30)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+    assert run.returncode == 1 and "Traceback" not in err, err
+    assert err == "error: interrupted; a job already started on a host runs to its end\n"

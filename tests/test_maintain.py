@@ -39,8 +39,9 @@ class Pyinfra:
     """Records maintain.py's pyinfra runs; `required` answers the RebootRequired fact, `releases` the DokkuRelease
     fact ({server: changes over CURRENT}), `failing` hosts fail."""
 
-    def __init__(self, h, required=(), failing=(), releases=None):
+    def __init__(self, h, required=(), failing=(), releases=None, unreachable=(), interrupted=(), fact_exit=0):
         self.h, self.required, self.failing = h, set(required), set(failing)
+        self.unreachable, self.interrupted, self.fact_exit = set(unreachable), set(interrupted), fact_exit
         self.releases = {name: {**CURRENT, **(releases or {}).get(name, {})} for name in DOKKU_ORDER}
         self.runs: list[tuple] = []
         self.locks_seen: list[list[str]] = []
@@ -48,13 +49,19 @@ class Pyinfra:
     def __call__(self, *args, capture=False):
         self.runs.append(args)
         self.locks_seen.append([group["labels"]["command"] for group in self.h.fake.resources("placement_groups")])
-        if maintain.REBOOT_REQUIRED_FACT in args:
-            stdout = json.dumps({maintain.REBOOT_REQUIRED_FACT: {name: name in self.required for name in ORDER}})
+        if self.fact_exit and "fact" in args:  # pyinfra failed before its JSON ("No hosts remaining!")
+            return subprocess.CompletedProcess(args, self.fact_exit, "")
+        if maintain.REBOOT_REQUIRED_FACT in args:  # pyinfra 3.10 leaves a host it could not connect out of the JSON
+            stdout = json.dumps({maintain.REBOOT_REQUIRED_FACT: {name: name in self.required for name in ORDER
+                                                                  if name not in self.unreachable}})
             return subprocess.CompletedProcess(args, 0, stdout)
         if maintain.DOKKU_RELEASE_FACT in args:
             assert args[args.index("--limit") + 1] == "dokku", "only the Dokku servers are asked"
-            return subprocess.CompletedProcess(args, 0, json.dumps({maintain.DOKKU_RELEASE_FACT: self.releases}))
+            found = {name: release for name, release in self.releases.items() if name not in self.unreachable}
+            return subprocess.CompletedProcess(args, 0, json.dumps({maintain.DOKKU_RELEASE_FACT: found}))
         host = args[args.index("--limit") + 1]
+        if host in self.interrupted:
+            raise KeyboardInterrupt  # Ctrl-C while pyinfra works on this host
         return subprocess.CompletedProcess(args, 1 if host in self.failing else 0, None)
 
     def rebooted(self) -> list[str]:
@@ -202,3 +209,28 @@ def test_a_failed_backup_stops_the_upgrade_before_the_server_is_touched(h, monke
                                  "upgrade failed (output above), mindroom-production-dokku-2 is untouched; not upgraded "
                                  "(still serving on the old version): mindroom-production-dokku-10\n")
     assert pyinfra.rebooted() == DOKKU_ORDER[:1] and h.fake.resources("placement_groups") == []
+
+
+def test_an_unreachable_host_is_one_line_before_the_lock(h, monkeypatch):
+    code, _, err = run(h, monkeypatch, Pyinfra(h, unreachable=["mindroom-production-dokku-2"]), "--only-if-required")
+    assert code == 1 and err == ("error: could not ask mindroom-production-dokku-2 whether it needs a reboot "
+                                 "(unreachable?)\n")
+    code, _, err = upgrade(h, monkeypatch, Pyinfra(h, unreachable=["mindroom-production-dokku-10"]))
+    assert code == 1 and err == "error: could not ask mindroom-production-dokku-10 which Dokku they run (unreachable?)\n"
+    assert h.fake.requests == []
+
+
+def test_pyinfra_failing_before_its_answer_is_one_line(h, monkeypatch):
+    code, _, err = upgrade(h, monkeypatch, Pyinfra(h, fact_exit=1))
+    assert code == 1 and err == ("error: could not ask the hosts which Dokku they run (pyinfra exit 1); see its output "
+                                 "above\n")
+
+
+@pytest.mark.parametrize("command", ["reboot", "upgrade"])
+def test_ctrl_c_during_the_roll_is_one_line_and_releases_the_lock(h, monkeypatch, command):
+    pyinfra = Pyinfra(h, interrupted=["mindroom-production-dokku-2"])
+    code, _, err = run(h, monkeypatch, pyinfra, command=command, settings=NEXT)
+    assert code == 1 and err == ("error: interrupted; the host being rebooted or upgraded may still be at it: check "
+                                 "it, then run the roll again\n")
+    assert pyinfra.rebooted() == DOKKU_ORDER[:2], "the roll stopped at the interrupted host"
+    assert h.fake.resources("placement_groups") == [], "the lock is released"

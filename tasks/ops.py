@@ -201,7 +201,8 @@ def secret_file(dest: str, content: str, mode: str = "600", user: str = "root", 
 
 
 def render(src: str, **data) -> str:
-    """Render a template in memory (for secret_file)."""
+    """Render a template in memory (for secret_file); as with template(), no value may hold a control character."""
+    _check_one_line_values(src, data)
     return get_template(_local(src)).render(**data)
 
 

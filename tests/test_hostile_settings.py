@@ -282,6 +282,31 @@ def test_templates_refuse_a_value_that_would_add_a_line(rendered, template, data
         rendered(template, **data)
 
 
+def test_the_health_check_curl_config_holds_any_url_literally(tmp_path):
+    """curl's config syntax (curl 7.88 docs, --config): a quoted parameter takes \\ and \\" as escapes. A file://
+    URL whose path holds quotes, backslashes and shell syntax is read by curl from exactly that path."""
+    name = "a\"b\\c'$(id>pwned)`id>pwned`;d"  # no space: curl refuses one in a URL
+    (tmp_path / name).write_text("the ping\n")
+    config = tmp_path / "healthcheck.curl"
+    config.write_text(ops.render("templates/backup/healthcheck.curl.j2", url=f"file://{tmp_path}/{name}"))
+    done = subprocess.run(["curl", "-fsS", "-K", str(config)], capture_output=True, text=True, timeout=30,
+                          cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (0, "the ping\n"), done.stderr
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("template, data", [
+    ("backup/healthcheck.curl.j2", {"url": "https://hc-ping.com/x\noutput = /etc/cron.d/x"}),
+    ("backup/s3.env.j2", {"shell_quote": shlex.quote, "access_key_id": "AKIA\rX=1",
+                          "secret_access_key": "secret-key-0001"}),
+])
+def test_secret_templates_refuse_a_value_that_would_add_a_line(template, data):
+    """ops.render (secret files: no diff, never shown) checks its values as ops.template does."""
+    with pytest.raises(OperationError, match="control character") as error:
+        ops.render(f"templates/{template}", **data)
+    assert all(value not in str(error.value) for value in data.values() if isinstance(value, str))
+
+
 @pytest.mark.parametrize("value", ["x'y", "x\\", "a\rb", "a\nB=c"])
 def test_dotenv_refuses_what_single_quotes_cannot_hold(value):
     with pytest.raises(OperationError, match="STRIPE_SECRET_KEY"):

@@ -35,8 +35,10 @@ def _cli_option(name: str) -> bool:
 
 
 def will_change(run, member) -> bool:
-    """Whether any operation of host `member` will change something (conditional `_if` ones included: pyinfra
-    counts them as changes, and so does its prompt)."""
+    """Whether any operation of host `member` will change something, asked in the host's order up to the first that
+    does (pyinfra's `will_change`: the answer of its change detection, or, with -y, the operation asked now). An
+    `_if` operation counts as a change, as in pyinfra's prompt; the tasks have none (ops.on_change). Also the
+    deploy lock's question (tasks/lock.py)."""
     with ctx_host.use(member):
         return any(data.operation_meta.will_change for data in run.ops.get(member, {}).values())
 

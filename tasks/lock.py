@@ -2,9 +2,9 @@
 
 deploy.py calls `hold()` first. Nothing happens while pyinfra prepares, so `--dry` (which stops there) never
 takes the lock. At the first operation pyinfra executes, the callback looks whether any host has an
-operation that will change something, conditional ones (`_if=`, which only follow a change) aside: pyinfra's
-own change detection answers that; with `-y`, which skips it, each host's operations are asked in order up to
-the first change. No change anywhere: nothing is sent to Hetzner and the no-op deploy goes on. Otherwise the
+operation that will change something (converged.will_change, as the default mode's early exit: follow-ups are
+ops.on_change, which will change only after a change): pyinfra's own change detection answers that; with `-y`,
+which skips it, each host's operations are asked in order up to the first change. No change anywhere: nothing is sent to Hetzner and the no-op deploy goes on. Otherwise the
 callback takes the lock (waiting up to `--data lock_wait=SECONDS`), drops every host's snapshot so that the
 operations are planned again from the hosts as they are now, under the lock, and releases the lock when
 pyinfra disconnects from the hosts at the end (it does so in a `finally`: also after an error or Ctrl-C).
@@ -20,24 +20,15 @@ import requests
 from hcloud import APIException
 from pyinfra import host, logger, state
 from pyinfra.api.state import BaseStateCallback
-from pyinfra.context import ctx_host
 
 from cloud import lock as cloud_lock
 from cloud.api import BootstrapError, connect, describe
 from settings import SettingsError, load_settings
 from tasks import snapshot
+from tasks.converged import will_change
 
 COMMAND = "deploy"
 WAIT_OPTION = "--data lock_wait=SECONDS"
-
-
-def _will_change(state, target) -> bool:
-    """Whether an unconditional operation of this host changes something (pyinfra's `will_change`: the
-    answer of its change detection, or the operation asked now)."""
-    with ctx_host.use(target):
-        return any(data.operation_meta.will_change
-                   for data in (state.ops[target].get(op_hash) for op_hash in state.get_op_order())
-                   if data is not None and not data.global_arguments.get("_if"))
 
 
 class _DeployLock(BaseStateCallback):
@@ -61,7 +52,7 @@ class _DeployLock(BaseStateCallback):
             if self.decided:
                 return
             self.decided = True
-            checks = [state.pool.spawn(_will_change, state, target) for target in state.inventory.get_active_hosts()]
+            checks = [state.pool.spawn(will_change, state, target) for target in state.inventory.get_active_hosts()]
             gevent.joinall(checks, raise_error=True)
             if not any(check.value for check in checks):
                 return

@@ -132,7 +132,8 @@ def _private_write(dest: str, content: bytes, remote: dict | None, mode: str, us
     yield FileUploadCommand(BytesIO(content), target, remote_temp_filename=host.get_temp_filename(target))
     if validate:
         check = validate.format(path=_q(target))
-        yield f"if ! {check}; then rm -f {_q(target)}; echo 'candidate {dest} failed: {validate}' >&2; exit 1; fi"
+        failed = _q(f"candidate {dest} failed: {validate.format(path=target)}; {dest} is unchanged")
+        yield f"if ! {check}; then rm -f {_q(target)}; echo {failed} >&2; exit 1; fi"
         yield f"mv -f {_q(target)} {_q(dest)}"
 
 

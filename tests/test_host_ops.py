@@ -389,6 +389,22 @@ def test_a_download_goes_live_only_with_its_pinned_checksum(tmp_path, served, pa
         assert dest.read_text() == "the old key\n"
 
 
+def test_a_candidate_that_fails_its_check_is_removed_the_live_file_kept_and_the_check_named(tmp_path):
+    """The private writer's check run for real in sh: the message names the check as it ran, quoted whatever
+    the path or the check hold (quotes here)."""
+    dest = tmp_path / "it's.conf"
+    dest.write_text("the live file\n")
+    (tmp_path / "conf.j2").write_text("new\n")
+    _mkdir, _upload, check, _move = run_case(
+        ops.template, {"src": str(tmp_path / "conf.j2"), "dest": str(dest), "mode": "600",
+                       "validate": "grep -q 'never there' {path}"}, {"files": {str(dest): None}}, FakeHost())
+    (tmp_path / "it's.conf.candidate").write_text("new\n")
+    done = subprocess.run(["sh", "-c", check], capture_output=True, text=True)
+    assert done.returncode == 1 and not (tmp_path / "it's.conf.candidate").exists()
+    assert done.stderr == f"candidate {dest} failed: grep -q 'never there' {dest}.candidate; {dest} is unchanged\n"
+    assert dest.read_text() == "the live file\n"
+
+
 def test_a_template_that_fails_to_render_is_reported_with_its_file_and_line(tmp_path):
     """pyinfra's files.template report, before anything is asked of the host (FakeHost lists no fact)."""
     template = tmp_path / "broken.j2"

@@ -35,7 +35,10 @@ echo "env RESTIC_PASSWORD_FILE=$RESTIC_PASSWORD_FILE" >> "$FAKE_LOG"
 printf '%s' "$RESTIC_REPOSITORY" > "$FAKE_LOG.repository"
 args=" $* "
 case "$args" in
-  *" cat config "*) exit 0 ;;
+  *" cat config "*) case "$FAKE_REPOSITORY" in  # restic 0.17's messages and exit codes (075_scripting.rst)
+                     missing) echo "Fatal: repository does not exist: unable to open config file: stat config: no such file or directory" >&2; exit 10 ;;
+                     wrong-password) echo "Fatal: wrong password or no key found" >&2; exit 12 ;;
+                   esac ;;
   *" backup "*) echo '{"message_type":"status","percent_done":1}'
                 echo '{"message_type":"summary","data_added":2048,"data_added_packed":1024,"snapshot_id":"ab12"}' ;;
   *" snapshots "*) echo "[{\"time\": \"$(date -u -d "@$FAKE_SNAPSHOT_TIME" +%FT%T.123456789Z)\", \"id\": \"ab12\"}]" ;;
@@ -83,9 +86,9 @@ def job(tmp_path, request):
     snapshot = tmp_path / "snapshot"
 
     def run(command: str, dump_bytes: int = 4096, snapshot_age: float = 3600,
-            redis_hangs: bool = False) -> subprocess.CompletedProcess:
+            redis_hangs: bool = False, repository: str = "") -> subprocess.CompletedProcess:
         env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_LOG": str(tmp_path / "log"),
-               "FAKE_REDIS_HANGS": "yes" if redis_hangs else "",
+               "FAKE_REDIS_HANGS": "yes" if redis_hangs else "", "FAKE_REPOSITORY": repository,
                "FAKE_DUMP_BYTES": str(dump_bytes), "FAKE_SNAPSHOT": str(snapshot),
                "FAKE_SNAPSHOT_TIME": str(int(time.time() - snapshot_age))}
         return subprocess.run(["bash", str(script), *command.split()], env=env, capture_output=True, text=True)
@@ -123,6 +126,23 @@ def test_a_backup_dumps_first_then_snapshots_prunes_and_records_its_success(job)
     assert (job.mount / "dumps/postgres/db1.dump").stat().st_size > 4096
     assert _metrics(job.metrics)[BACKUP_METRICS["last_success"]] == job.state.joinpath("last-success").read_text().strip()
     assert json.loads((job.state / "last-backup.json").read_text())["data_added_packed"] == 1024
+
+
+def test_a_missing_repository_is_made_and_any_other_error_stops_the_run_with_its_cause(job):
+    """restic's doc/075_scripting.rst (v0.17.2): `cat config` exits 10 when the repository does not exist (since
+    0.17.0; before, 1 with "Fatal: unable to open config file: ...", as restic 0.14 prints it), 1 or 12 for a wrong
+    password ("Fatal: wrong password or no key found"). The job used to hide that error and run `init`, whose own
+    failure named no cause."""
+    def restic_commands() -> list[str]:  # "restic --retry-lock 2h -o sftp.args=-F PATH COMMAND ..."
+        return [line.split()[6] for line in job.log.read_text().splitlines() if line.startswith("restic ")]
+
+    assert job("run", repository="missing").returncode == 0
+    assert restic_commands()[:3] == ["cat", "init", "backup"]
+    job.log.unlink()
+    done = job("run", repository="wrong-password")
+    assert done.returncode == 1 and restic_commands() == ["cat"], "neither init nor backup"
+    assert done.stderr.strip().splitlines()[-1] == ("mindroom-backup: error: restic cannot open the repository (exit "
+                                                    "12): Fatal: wrong password or no key found")
 
 
 def test_a_dump_below_the_floor_fails_the_backup(job):

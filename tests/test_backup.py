@@ -131,8 +131,9 @@ def test_a_backup_dumps_first_then_snapshots_prunes_and_records_its_success(job)
 def test_a_missing_repository_is_made_and_any_other_error_stops_the_run_with_its_cause(job):
     """restic's doc/075_scripting.rst (v0.17.2): `cat config` exits 10 when the repository does not exist (since
     0.17.0; before, 1 with "Fatal: unable to open config file: ...", as restic 0.14 prints it), 1 or 12 for a wrong
-    password ("Fatal: wrong password or no key found"). The job used to hide that error and run `init`, whose own
-    failure named no cause."""
+    password ("Fatal: wrong password or no key found"); cmd/restic/global.go open(): another error reading the
+    config file is "unable to open config file: ..." too (exit 1), an unreachable backend "unable to open repository
+    at ...". The job used to hide that error and run `init`, whose own failure named no cause."""
     def restic_commands() -> list[str]:  # "restic --retry-lock 2h -o sftp.args=-F PATH COMMAND ..."
         return [line.split()[6] for line in job.log.read_text().splitlines() if line.startswith("restic ")]
 

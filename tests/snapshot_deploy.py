@@ -1,6 +1,7 @@
 """A deploy for tests/test_snapshot_reads.py on @local, built like deploy.py (snapshot.declare, then
 converged.finish_planning): a template, a directory, an uploaded file and a follow-up of the template, all
-under `--data workdir=DIR`, owned by whoever runs it. `--data line=TEXT` changes the template's content."""
+under `--data workdir=DIR`, owned by whoever runs it. `--data line=TEXT` changes the template's content; `--data
+direct=1` adds a pyinfra operation called directly, which snapshot.declare refuses."""
 
 import grp
 import os
@@ -25,6 +26,8 @@ def tasks():
             mode="644", **OWNER)
     ops.on_change(name="Follow app.conf", changes=[config], operation=server.shell,
                   commands=[f"date >> {workdir}/followed"])
+    if host.data.get("direct"):  # what declare() refuses: a pyinfra operation declared by the task itself
+        server.shell(name="Touch directly", commands=[f"touch {workdir}/direct"])
 
 
 snapshot.declare(tasks)

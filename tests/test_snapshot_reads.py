@@ -120,3 +120,14 @@ def test_a_failed_host_is_never_reported_as_no_changes(tmp_path):
     assert "No changes" not in done.stdout + done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert errors == ["error: lost failed (see above); nothing will change on the other 1 host(s)"], done.stderr
+
+
+def test_a_task_that_declares_a_pyinfra_operation_itself_is_refused_before_anything_runs(tmp_path):
+    """snapshot.declare: such an operation would be declared twice (once while asking); the run stops with one
+    pyinfra error naming the host, nothing is read or changed."""
+    done = deploy(tmp_path, "-y", "--data", "direct=1")
+    assert done.returncode == 1, done.stdout + done.stderr
+    [error] = [line for line in done.stderr.splitlines() if "pyinfra error" in line]
+    assert error.endswith("@local: a task declared a pyinfra operation directly; call it through tasks/ops.py (a "
+                          "snapshot operation) so that asking declares nothing"), error
+    assert reads(done) == 0 and list(tmp_path.iterdir()) == []

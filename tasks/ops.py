@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import re
 import shlex
 import uuid
 from io import BytesIO, StringIO
@@ -237,6 +238,8 @@ def download(url: str, dest: str, sha256: str, mode: str = "644"):
     files.download fetches it to a candidate beside dest; the candidate goes live only when its checksum
     matches, else it is removed and the deploy stops with one line naming the URL. (files.download's own
     sha256sum check runs after the file is in place and names neither the URL nor the expected value.)"""
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256):  # the settings refuse such a pin; this is the check where it lands
+        raise OperationError(f"{dest}: the pinned SHA-256 {sha256[:80]!r} is not 64 lowercase hex digits")
     remote = snapshot.read()["files"][dest]
     if remote and remote.get("sha256") == sha256 and remote["mode"] == str(int(mode)):
         host.noop(f"{dest} is the pinned file")

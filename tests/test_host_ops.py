@@ -389,6 +389,13 @@ def test_a_download_goes_live_only_with_its_pinned_checksum(tmp_path, served, pa
         assert dest.read_text() == "the old key\n"
 
 
+@pytest.mark.parametrize("pin", ["", "0" * 63, "A" * 64, "0" * 64 + "'; touch /tmp/x; '"])
+def test_a_download_without_a_well_formed_pin_is_refused_before_anything_is_asked(pin):
+    with pytest.raises(OperationError, match="the pinned SHA-256 .* is not 64 lowercase hex digits"):
+        run_case(ops.download, {"url": "https://packagecloud.io/dokku/dokku/gpgkey", "dest": "/etc/apt/keyrings/dokku.asc",
+                                "sha256": pin}, {"files": {"/etc/apt/keyrings/dokku.asc": None}}, FakeHost())
+
+
 def test_a_candidate_that_fails_its_check_is_removed_the_live_file_kept_and_the_check_named(tmp_path):
     """The private writer's check run for real in sh: the message names the check as it ran, quoted whatever
     the path or the check hold (quotes here)."""

@@ -34,11 +34,11 @@ echo "restic $*" >> "$FAKE_LOG"
 echo "env RESTIC_PASSWORD_FILE=$RESTIC_PASSWORD_FILE" >> "$FAKE_LOG"
 printf '%s' "$RESTIC_REPOSITORY" > "$FAKE_LOG.repository"
 args=" $* "
+# restic 0.17's messages and exit codes (075_scripting.rst): every command opens the repository first
+[ "$FAKE_REPOSITORY" != wrong-password ] || { echo "Fatal: wrong password or no key found" >&2; exit 12; }
 case "$args" in
-  *" cat config "*) case "$FAKE_REPOSITORY" in  # restic 0.17's messages and exit codes (075_scripting.rst)
-                     missing) echo "Fatal: repository does not exist: unable to open config file: stat config: no such file or directory" >&2; exit 10 ;;
-                     wrong-password) echo "Fatal: wrong password or no key found" >&2; exit 12 ;;
-                   esac ;;
+  *" cat config "*) [ "$FAKE_REPOSITORY" != missing ] \
+                   || { echo "Fatal: repository does not exist: unable to open config file: stat config: no such file or directory" >&2; exit 10; } ;;
   *" backup "*) echo '{"message_type":"status","percent_done":1}'
                 echo '{"message_type":"summary","data_added":2048,"data_added_packed":1024,"snapshot_id":"ab12"}' ;;
   *" snapshots "*) echo "[{\"time\": \"$(date -u -d "@$FAKE_SNAPSHOT_TIME" +%FT%T.123456789Z)\", \"id\": \"ab12\"}]" ;;
@@ -144,6 +144,16 @@ def test_a_missing_repository_is_made_and_any_other_error_stops_the_run_with_its
     assert done.returncode == 1 and restic_commands() == ["cat"], "neither init nor backup"
     assert done.stderr.strip().splitlines()[-1] == ("mindroom-backup: error: restic cannot open the repository (exit "
                                                     "12): Fatal: wrong password or no key found")
+
+
+def test_a_failed_restore_test_says_restics_cause_in_one_line(job):
+    done = job("test", repository="wrong-password")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == ("mindroom-backup: error: restore test failed: restic check failed: "
+                                                    "Fatal: wrong password or no key found")
+    [verdict] = (job.state / "restore-test").read_text().splitlines()
+    assert verdict.endswith(" failed restic check failed: Fatal: wrong password or no key found")
+    assert _metrics(job.metrics)[BACKUP_METRICS["restore_test_success"]] == "0"
 
 
 def test_a_dump_below_the_floor_fails_the_backup(job):

@@ -58,8 +58,11 @@ def _ssh(data: dict, command: str) -> list[str]:
 
 
 def _run(data: dict, command: str, stream: bool = False) -> subprocess.CompletedProcess:
-    return subprocess.run(_ssh(data, command), text=True, stdin=subprocess.DEVNULL,
-                          stdout=None if stream else subprocess.PIPE, stderr=None if stream else subprocess.STDOUT)
+    try:
+        return subprocess.run(_ssh(data, command), text=True, stdin=subprocess.DEVNULL,
+                              stdout=None if stream else subprocess.PIPE, stderr=None if stream else subprocess.STDOUT)
+    except OSError as error:
+        raise BootstrapError(f"cannot run ssh ({error.strerror}); install the OpenSSH client") from None
 
 
 def _unit_run(unit: str) -> str:

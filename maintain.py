@@ -78,8 +78,12 @@ def roll_order(outputs_file: Path, dokku_only: bool = False) -> list[str]:
 
 
 def _pyinfra(*args: str, capture: bool = False) -> subprocess.CompletedProcess:
-    return subprocess.run([PYINFRA, "-y", *args], cwd=ROOT, text=True, stdin=subprocess.DEVNULL,
-                          stdout=subprocess.PIPE if capture else None)
+    try:
+        return subprocess.run([PYINFRA, "-y", *args], cwd=ROOT, text=True, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE if capture else None)
+    except OSError as error:  # pyinfra is found beside the Python that runs this (the venv)
+        raise BootstrapError(f"cannot run {PYINFRA} ({error.strerror}); run maintain.py with the venv's python "
+                             "(source .venv/bin/activate)") from None
 
 
 def _fact(fact: str, hosts: list[str], what: str, *limit: str) -> dict:

@@ -299,6 +299,12 @@ def test_an_unreachable_host_is_one_line_that_says_so(tmp_path):
     assert line.startswith("error: could not list the snapshots of dokku-1: ") and "Connection refused" in line
 
 
+def test_no_ssh_client_is_one_line(tmp_path):
+    env = {**cli_env(tmp_path), "PATH": str(tmp_path)}  # a directory without ssh
+    assert one_error_line(backup_py(env, "now")) == "error: cannot run ssh (No such file or directory); install the " \
+                                                   "OpenSSH client"
+
+
 def test_a_failed_job_names_its_unit_journal(tmp_path):
     env = cli_env(tmp_path, ssh="echo 'mindroom-backup: error: restic backup failed'; exit 1")
     done = backup_py(env, "check")

@@ -234,3 +234,12 @@ def test_ctrl_c_during_the_roll_is_one_line_and_releases_the_lock(h, monkeypatch
                                  "it, then run the roll again\n")
     assert pyinfra.rebooted() == DOKKU_ORDER[:2], "the roll stopped at the interrupted host"
     assert h.fake.resources("placement_groups") == [], "the lock is released"
+
+
+def test_no_pyinfra_beside_python_is_one_line(h, monkeypatch, tmp_path):
+    monkeypatch.setattr(maintain, "PYINFRA", str(tmp_path / "no-pyinfra"))
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = maintain.main(["reboot", "--only-if-required"], h.env, out)
+    assert code == 1 and err.getvalue() == (f"error: cannot run {tmp_path / 'no-pyinfra'} (No such file or directory); "
+                                            "run maintain.py with the venv's python (source .venv/bin/activate)\n")

@@ -108,9 +108,11 @@ def cmd_now(settings, args, out) -> int:
 
 
 def snapshots(data: dict, name: str) -> list[dict]:
-    done = _run(data, f"{SCRIPT} snapshots 2>&1")
+    """restic's `snapshots --json` list (one line), whatever restic also says on stderr (a cache warning)."""
+    done = _run(data, f"{SCRIPT} snapshots")
+    listed = next((line for line in reversed(done.stdout.splitlines()) if line.startswith("[")), "")
     try:
-        found = json.loads(done.stdout) if done.returncode == 0 else None
+        found = json.loads(listed) if done.returncode == 0 else None
     except ValueError:
         found = None
     if not isinstance(found, list):

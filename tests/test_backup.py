@@ -305,6 +305,16 @@ def test_no_ssh_client_is_one_line(tmp_path):
                                                    "OpenSSH client"
 
 
+def test_list_reads_restics_json_past_its_warnings(tmp_path):
+    listed = '[{"time": "2026-12-02T03:04:05.123Z", "id": "ab12cd34ef", "short_id": "ab12cd34", "summary": ' \
+             '{"total_bytes_processed": 2048, "data_added_packed": 1024}}]'
+    env = cli_env(tmp_path, ssh=f"echo 'unable to open cache: mkdir /var/cache/x: permission denied'; echo '{listed}'")
+    done = backup_py(env, "list")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[1].split() == ["dokku-1", "ab12cd34", "2026-12-02", "03:04:05", "2.0", "KiB",
+                                                   "1.0", "KiB"]
+
+
 def test_a_failed_job_names_its_unit_journal(tmp_path):
     env = cli_env(tmp_path, ssh="echo 'mindroom-backup: error: restic backup failed'; exit 1")
     done = backup_py(env, "check")

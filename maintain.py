@@ -118,6 +118,14 @@ def upgrade_changes(release: dict, version: str, plugins: dict) -> list[str]:
     return changes
 
 
+def _older(version: str, running: str) -> bool:
+    """Whether DOKKU_VERSION `version` (X.Y.Z) is older than the `running` one (False when that is no X.Y.Z)."""
+    try:
+        return tuple(map(int, version.split("."))) < tuple(map(int, running.split(".")))
+    except ValueError:
+        return False
+
+
 def needing_upgrade(hosts: list[str], version: str) -> dict[str, list[str]]:
     """{server: its changes} of the Dokku servers to upgrade, in the roll's order (one read per server)."""
     releases = _fact(DOKKU_RELEASE_FACT, hosts, "which Dokku they run", "--limit", "dokku")
@@ -125,6 +133,11 @@ def needing_upgrade(hosts: list[str], version: str) -> dict[str, list[str]]:
     if missing:
         raise BootstrapError(f"no Dokku on {', '.join(missing)} yet: set it up with `pyinfra inventory.py deploy.py` "
                              "first (the upgrade only upgrades)")
+    newer = [f"{name} ({releases[name]['version']})" for name in hosts if _older(version, releases[name]["version"])]
+    if newer:  # apt refuses the downgrade only after the apps were stopped
+        raise BootstrapError(f"DOKKU_VERSION={version} is older than what runs on {', '.join(newer)}: the upgrade "
+                             "never downgrades (Dokku has no downgrade path); set DOKKU_VERSION to the version they "
+                             "run or a newer one")
     return {name: changes for name in hosts if (changes := upgrade_changes(releases[name], version, DOKKU_PLUGINS))}
 
 

@@ -243,3 +243,20 @@ def test_no_pyinfra_beside_python_is_one_line(h, monkeypatch, tmp_path):
         code = maintain.main(["reboot", "--only-if-required"], h.env, out)
     assert code == 1 and err.getvalue() == (f"error: cannot run {tmp_path / 'no-pyinfra'} (No such file or directory); "
                                             "run maintain.py with the venv's python (source .venv/bin/activate)\n")
+
+
+def test_an_older_dokku_version_is_refused_before_the_lock_and_before_any_app_stops(h, monkeypatch):
+    """apt-get install -y dokku=OLDER refuses the downgrade ("Packages were downgraded and -y was used without
+    --allow-downgrades", apt's libapt-private, Debian's apt 2.6; pyinfra 3.10's apt.packages passes
+    --allow-downgrades only when asked, and dokku.upgrade_package does not), which the upgrade step would meet only
+    after `dokku ps:stop --all`."""
+    pyinfra = Pyinfra(h, releases={"mindroom-production-dokku-2": {"version": "0.38.28"},
+                                   "mindroom-production-dokku-10": {"version": "0.39.0"}})
+    code, _, err = upgrade(h, monkeypatch, pyinfra, settings={})
+    assert code == 1 and err == ("error: DOKKU_VERSION=0.38.27 is older than what runs on mindroom-production-dokku-2 "
+                                 "(0.38.28), mindroom-production-dokku-10 (0.39.0): the upgrade never downgrades "
+                                 "(Dokku has no downgrade path); set DOKKU_VERSION to the version they run or a newer "
+                                 "one\n")
+    assert h.fake.requests == [] and pyinfra.rebooted() == []
+    assert maintain._older("0.38.27", "0.38.28") and not maintain._older("0.38.28", "0.38.27")
+    assert not maintain._older("0.38.27", "0.38.27") and not maintain._older("0.38.27", "master")

@@ -51,6 +51,9 @@ def test_a_converged_host_is_read_once_in_every_mode(converged, mode):
     assert reads(done) == 1, output
     assert "Loaded fact" not in output.replace("Loaded fact tasks.facts.HostSnapshot", ""), "a no-op asks pyinfra nothing"
     assert "Press enter" not in output and "Traceback" not in output and "EOFError" not in output
+    # -y and --dry are pyinfra's own runs (finish_planning steps aside); the default mode ends before the prompt
+    assert ("--> No changes:" in output) == (mode == "default"), output
+    assert ("--> Beginning operation run" in output) == (mode == "-y"), output
 
 
 def test_the_default_mode_on_a_converged_host_says_so_without_prompting(converged):

@@ -17,7 +17,8 @@ ps:rebuild --all`); the server is done when `dokku version` is DOKKU_VERSION and
 again. A failure stops the roll, naming the server; the servers after it are not touched and keep serving on the
 old version. With backups on (BACKUP_REPOSITORY), each server is backed up (`backup.py now SERVER`) just
 before its apps stop; a failed backup stops the roll before that server is touched. Nothing to upgrade:
-nothing is sent (no lock either); otherwise the lock is taken and the servers are asked again under it.
+nothing is sent (no lock either); otherwise the lock is taken and the servers are asked again under it. A
+DOKKU_VERSION older than a server runs is refused before anything is sent: the upgrade never downgrades.
 """
 
 from __future__ import annotations

@@ -797,7 +797,7 @@ BACKUP_DUMP_MIN_BYTES = 512  # a postgres dump below this is no dump (the plugin
 class Backup:
     """Validated backup settings. The secrets reach the hosts in root-only 0600 files only (tasks/backup.py)."""
 
-    repository: str  # the base: each host's repository is <repository>/<server name>
+    repository: str  # the base: each host's repository is <repository>/<server name> (tasks/backup.py)
     kind: str  # "sftp" or "s3"
     time: str  # HH:MM, the hosts' time (UTC)
     randomized_delay: str
@@ -815,9 +815,6 @@ class Backup:
 
     def to_json(self) -> str:
         return "<backup settings>"
-
-    def host_repository(self, server_name: str) -> str:
-        return f"{self.repository.rstrip('/')}/{server_name}"
 
 
 def _known_hosts(raw: str, base: Path) -> str:

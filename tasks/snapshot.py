@@ -114,7 +114,8 @@ class _Book:
         self.snapshots: dict = {}  # host -> Snapshot
         self.reading: dict = {}  # host -> Event set when its read under way is done
         self.last_op: dict = {}  # host -> the op hash it started last (execution)
-        self.asked = False  # deploy.py's questions were gathered for every host
+        self.asked = False  # deploy.py's questions are being or were gathered for every host
+        self.all_asked = Event()  # set once they were: until then no host declares
         self.asking = False  # tasks are being run to gather their questions: operations only ask
 
 
@@ -207,19 +208,25 @@ def _asking():
 
 def declare(tasks) -> None:
     """Declare deploy.py's tasks for the current host, every host's questions asked before anything is read.
-    The first host to get here runs `tasks` for every active host in asking mode; that does no I/O, so no other
-    host's deploy runs meanwhile. A pyinfra operation declared directly by a task would be declared twice (once
-    while asking): that is refused; such a step goes through tasks/ops.py (e.g. ops.on_change)."""
+    The first host to get here runs `tasks` for every active host in asking mode; the others wait for that to
+    end: a task may yield meanwhile (the first deploy's ssh-keygen of the storage box key is a subprocess, which
+    lets other greenlets run), and a host declaring then would be in asking mode too, declaring nothing. A pyinfra
+    operation declared directly by a task would be declared twice (once while asking): that is refused; such a step
+    goes through tasks/ops.py (e.g. ops.on_change)."""
     book = _book()
     if not book.asked:
         book.asked = True
-        for member in state.inventory.get_active_hosts():
-            with ctx_host.use(member), _asking():
-                declared = len(member.op_hash_order)
-                tasks()
-                if len(member.op_hash_order) != declared:
-                    raise DeployError(f"{member.name}: a task declared a pyinfra operation directly; call it through "
-                                      "tasks/ops.py (a snapshot operation) so that asking declares nothing")
+        try:
+            for member in state.inventory.get_active_hosts():
+                with ctx_host.use(member), _asking():
+                    declared = len(member.op_hash_order)
+                    tasks()
+                    if len(member.op_hash_order) != declared:
+                        raise DeployError(f"{member.name}: a task declared a pyinfra operation directly; call it "
+                                          "through tasks/ops.py (a snapshot operation) so that asking declares nothing")
+        finally:
+            book.all_asked.set()
+    book.all_asked.wait()
     tasks()
 
 

@@ -22,6 +22,7 @@ from types import SimpleNamespace
 import gevent
 import jinja2
 import pytest
+from pyinfra import host
 from pyinfra.api import FileUploadCommand, OperationError
 from pyinfra.context import ctx_host, ctx_state
 
@@ -442,3 +443,25 @@ def test_a_host_read_by_several_hosts_at_once_is_read_once():
             snapshot.ask(files=["/etc/x"])
         assert [greenlet.get() for greenlet in gevent.joinall([gevent.spawn(reader) for _ in range(3)])] == [None] * 3
     assert SlowHost.reads == 1
+
+
+def test_every_host_asks_before_any_declares_even_when_asking_yields():
+    """Hosts are planned in parallel greenlets. A task that yields while asking (the first deploy's ssh-keygen of
+    the storage box key: a subprocess yields under gevent) let another host start declaring while the asking flag
+    was up, so that host declared nothing (its operations only asked); declare() now waits for the asking pass."""
+    events = []
+    members = [SimpleNamespace(name=name, op_hash_order=[]) for name in ("first", "second")]
+    run = SimpleNamespace(inventory=SimpleNamespace(get_active_hosts=lambda: members))
+
+    def tasks():
+        events.append((host.name, "asks" if snapshot.asking() else "declares"))
+        if snapshot.asking():
+            gevent.sleep(0.01)
+
+    def plan(member):
+        with ctx_state.use(run), ctx_host.use(member):
+            snapshot.declare(tasks)
+
+    gevent.joinall([gevent.spawn(plan, member) for member in members], raise_error=True)
+    assert events[:2] == [("first", "asks"), ("second", "asks")], events
+    assert sorted(events[2:]) == [("first", "declares"), ("second", "declares")], events

@@ -122,7 +122,7 @@ _FALSE = {"0", "false", "no", "off"}
 _DOMAIN_RE = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}[a-z0-9]")
 _ENVIRONMENT_RE = re.compile(r"[a-z][a-z0-9-]{0,19}")
 _SLUG_RE = re.compile(r"[a-z0-9][a-z0-9.-]{0,62}")
-_VERSION_RE = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+")
+_VERSION_RE = re.compile(r"[0-9]{1,6}\.[0-9]{1,6}\.[0-9]{1,6}")  # bounded: it reaches apt and dokku commands
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _PUBLIC_KEY_RE = re.compile(r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) ([A-Za-z0-9+/]+={0,2})( [ -~]*)?")
 # Docker's reference grammar (distribution/reference): a tag, and a registry host with an optional port.

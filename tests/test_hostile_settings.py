@@ -404,6 +404,8 @@ def test_admin_ips_accepted(tmp_path, admin_ips, networks):
     ({"BACKUP_KEEP_WEEKLY": "-1"}, "BACKUP_KEEP_WEEKLY='-1' is not a whole number"),
     ({"BACKUP_KEEP_MONTHLY": "99999999999"}, "BACKUP_KEEP_MONTHLY='99999999999' is not a whole number"),
     ({"BACKUP_TIME": "24:00"}, "BACKUP_TIME='24:00' is invalid; allowed: HH:MM in UTC"),
+    ({"DOKKU_VERSION": "1" * 5000 + ".0.0"}, "DOKKU_VERSION='1111"),
+    ({"DOKKU_VERSION": "0.38.27-1"}, "DOKKU_VERSION='0.38.27-1' is invalid; allowed: a version such as 0.38.27"),
 ])
 def test_strict_parsing(tmp_path, overrides, message):
     with pytest.raises(SettingsError) as error:

@@ -37,8 +37,10 @@ args=" $* "
 # restic 0.17's messages and exit codes (075_scripting.rst): every command opens the repository first
 [ "$FAKE_REPOSITORY" != wrong-password ] || { echo "Fatal: wrong password or no key found" >&2; exit 12; }
 case "$args" in
-  *" cat config "*) [ "$FAKE_REPOSITORY" != missing ] \
-                   || { echo "Fatal: repository does not exist: unable to open config file: stat config: no such file or directory" >&2; exit 10; } ;;
+  *" cat config "*) case "$FAKE_REPOSITORY" in
+                     missing) echo "Fatal: repository does not exist: unable to open config file: stat config: no such file or directory" >&2; exit 10 ;;
+                     missing-bucket) echo "Fatal: unable to open config file: Stat: The specified bucket does not exist" >&2; exit 1 ;;
+                   esac ;;
   *" backup "*) echo '{"message_type":"status","percent_done":1}'
                 echo '{"message_type":"summary","data_added":2048,"data_added_packed":1024,"snapshot_id":"ab12"}' ;;
   *" snapshots "*) echo "[{\"time\": \"$(date -u -d "@$FAKE_SNAPSHOT_TIME" +%FT%T.123456789Z)\", \"id\": \"ab12\"}]" ;;
@@ -133,13 +135,16 @@ def test_a_missing_repository_is_made_and_any_other_error_stops_the_run_with_its
     0.17.0; before, 1 with "Fatal: unable to open config file: ...", as restic 0.14 prints it), 1 or 12 for a wrong
     password ("Fatal: wrong password or no key found"); cmd/restic/global.go open(): another error reading the
     config file is "unable to open config file: ..." too (exit 1), an unreachable backend "unable to open repository
-    at ...". The job used to hide that error and run `init`, whose own failure named no cause."""
+    at ...". internal/backend/s3/s3.go: a missing bucket is no IsNotExist (only NoSuchKey is), so it is that exit 1,
+    and init (Create) makes the bucket. The job used to hide that error and run `init`, whose own failure named no
+    cause."""
     def restic_commands() -> list[str]:  # "restic --retry-lock 2h -o sftp.args=-F PATH COMMAND ..."
         return [line.split()[6] for line in job.log.read_text().splitlines() if line.startswith("restic ")]
 
-    assert job("run", repository="missing").returncode == 0
-    assert restic_commands()[:3] == ["cat", "init", "backup"]
-    job.log.unlink()
+    for missing in ("missing", "missing-bucket"):
+        assert job("run", repository=missing).returncode == 0
+        assert restic_commands()[:3] == ["cat", "init", "backup"]
+        job.log.unlink()
     done = job("run", repository="wrong-password")
     assert done.returncode == 1 and restic_commands() == ["cat"], "neither init nor backup"
     assert done.stderr.strip().splitlines()[-1] == ("mindroom-backup: error: restic cannot open the repository (exit "

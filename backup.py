@@ -130,7 +130,7 @@ def _size(count: float) -> str:
 
 def cmd_list(settings, args, out) -> int:
     hosts = _hosts(settings)
-    names = _pick(hosts, [args.host] if args.host else [])
+    names = _pick(hosts, [] if args.host is None else [args.host])
     with ThreadPoolExecutor(max_workers=len(names)) as pool:
         listed = dict(zip(names, pool.map(lambda name: snapshots(hosts[name], name), names)))
     print(f"{'HOST':34} {'SNAPSHOT':9} {'TIME (UTC)':20} {'SIZE':>10} {'ADDED':>10}", file=out)

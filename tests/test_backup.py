@@ -304,6 +304,15 @@ def test_an_unreachable_host_is_one_line_that_says_so(tmp_path):
     assert line.startswith("error: could not list the snapshots of dokku-1: ") and "Connection refused" in line
 
 
+@pytest.mark.parametrize("host", ["$(touch pwned)", "dokku-1\nmindroom-backup restore", "../dokku-1", "", "x" * 500])
+def test_a_host_not_in_the_inventory_is_one_line_and_reaches_nothing(tmp_path, host):
+    env = cli_env(tmp_path, ssh=f"touch {tmp_path / 'ssh-ran'}")
+    for argv in (["now", host], ["list", host], ["restore", host, "--yes"]):
+        line = one_error_line(backup_py(env, *argv))
+        assert line.startswith("error: unknown host ") and line.endswith("; the inventory's hosts: dokku-1"), line
+    assert not (tmp_path / "ssh-ran").exists() and not (ROOT / "pwned").exists()
+
+
 def test_no_ssh_client_is_one_line(tmp_path):
     env = {**cli_env(tmp_path), "PATH": str(tmp_path)}  # a directory without ssh
     assert one_error_line(backup_py(env, "now")) == "error: cannot run ssh (No such file or directory); install the " \

@@ -817,7 +817,9 @@ class Backup:
         return "<backup settings>"
 
 
-def _known_hosts(raw: str, base: Path) -> str:
+def _known_hosts(raw: str, base: Path, sftp: re.Match) -> str:
+    """The storage box's host key lines; one must name the repository's host as ssh looks it up ("host" on port
+    22, "[host]:port" on another), else every host's backup fails on "Host key verification failed"."""
     name = "BACKUP_SSH_KNOWN_HOSTS_FILE"
     if not raw:
         raise SettingsError(f"{name} is required with an sftp BACKUP_REPOSITORY: a known_hosts file with the storage "
@@ -832,6 +834,11 @@ def _known_hosts(raw: str, base: Path) -> str:
     if not lines or not all(_KNOWN_HOSTS_LINE_RE.fullmatch(line) for line in lines):
         raise SettingsError(f"{name}={_show(raw)} is not a known_hosts file (lines `host key-type base64`, as "
                             "ssh-keyscan prints them)")
+    host, port = sftp["host"].lower(), sftp["port"] or "22"
+    wanted = host if int(port) == 22 else f"[{host}]:{int(port)}"
+    if not any(wanted in line.split(" ", 1)[0].lower().split(",") for line in lines):
+        raise SettingsError(f"{name}={_show(raw)} has no key for {wanted}, the host of BACKUP_REPOSITORY; allowed: "
+                            f"its key as `ssh-keyscan -p {int(port)} {host}` prints it")
     return "\n".join(lines) + "\n"
 
 
@@ -908,7 +915,7 @@ def _backup(settings: Settings) -> Backup | None:
         password_file=password_file,
         ssh_key_path=_private_key_path(get("BACKUP_SSH_KEY_PATH"), settings.base_dir),
         generated_ssh_key_path=settings.secrets_dir / BACKUP_SSH_KEY_FILE,
-        ssh_known_hosts=_known_hosts(get("BACKUP_SSH_KNOWN_HOSTS_FILE"), settings.base_dir) if sftp else "",
+        ssh_known_hosts=_known_hosts(get("BACKUP_SSH_KNOWN_HOSTS_FILE"), settings.base_dir, sftp) if sftp else "",
         s3_access_key_id=access_key,
         s3_secret_access_key=secret_key,
         healthcheck_url=healthcheck_url,

@@ -436,11 +436,30 @@ def test_a_randomized_delay_up_to_two_hours_is_taken_as_it_is(tmp_path, delay):
                          cwd=tmp_path).backup().randomized_delay == delay
 
 
-@pytest.mark.parametrize("repository", ["sftp://u1@box:23/x", "sftp://u1@10.213.0.1:23/mindroom",
-                                        "sftp://u123456@u123456.your-storagebox.de:23/mindroom"])
-def test_an_sftp_repository_on_a_host_name_or_address_is_taken(tmp_path, repository):
-    assert load_settings({**full_settings(tmp_path), "BACKUP_REPOSITORY": repository},
+@pytest.mark.parametrize("repository, known_host", [
+    ("sftp://u1@box:23/x", "[box]:23"), ("sftp://u1@10.213.0.1:23/mindroom", "[10.213.0.1]:23"),
+    ("sftp://u123456@U123456.your-storagebox.de:23/mindroom", "[u123456.your-storagebox.de]:23"),
+    ("sftp://u1@box/x", "box"), ("sftp://u1@box:22/x", "other,box"), ("sftp://u1@box:0023/x", "[box]:23"),
+])
+def test_an_sftp_repository_on_a_host_name_or_address_is_taken(tmp_path, repository, known_host):
+    (tmp_path / "box.known_hosts").write_text(f"{known_host} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA\n")
+    assert load_settings({**full_settings(tmp_path), "BACKUP_REPOSITORY": repository,
+                          "BACKUP_SSH_KNOWN_HOSTS_FILE": str(tmp_path / "box.known_hosts")},
                          cwd=tmp_path).backup().repository == repository
+
+
+@pytest.mark.parametrize("repository, known_host, wanted", [
+    ("sftp://u1@box:23/x", "box", "[box]:23"), ("sftp://u1@box/x", "[box]:23", "box"),
+    ("sftp://u1@box:23/x", "[other]:23", "[box]:23"), ("sftp://u1@box:23/x", "[box]:2323", "[box]:23"),
+])
+def test_a_known_hosts_file_without_the_repositorys_host_is_refused(tmp_path, repository, known_host, wanted):
+    (tmp_path / "box.known_hosts").write_text(f"{known_host} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA\n")
+    with pytest.raises(SettingsError) as error:
+        load_settings({**full_settings(tmp_path), "BACKUP_REPOSITORY": repository,
+                       "BACKUP_SSH_KNOWN_HOSTS_FILE": str(tmp_path / "box.known_hosts")}, cwd=tmp_path)
+    assert str(error.value).endswith(f"box.known_hosts' has no key for {wanted}, the host of BACKUP_REPOSITORY; "
+                                     f"allowed: its key as `ssh-keyscan -p {wanted.rpartition(':')[2] if ':' in wanted else 22} box` "
+                                     "prints it"), error.value
 
 
 def test_the_fake_cloud_on_loopback_may_be_plain_http_and_polled_fast(tmp_path):

@@ -63,8 +63,12 @@ def storage_box_key(backup: dict) -> str:
     path = Path(backup["ssh_key_path"])
     if backup["generate_ssh_key"] and not path.is_file():
         private_directory(path.parent)
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "mindroom-backup", "-f", str(path)],
-                       check=True, stdin=subprocess.DEVNULL)
+        made = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "mindroom-backup", "-f",
+                               str(path)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+        if made.returncode:
+            raise DeployError(f"ssh-keygen could not make the storage box key {path}: "
+                              f"{' '.join(made.stdout.split()) or f'exit {made.returncode}'}")
         logger.warning(f"backup: generated the storage box key {path}; add {path}.pub to the storage box: "
                        f"cat {path}.pub | ssh -p 23 <user>@<user>.your-storagebox.de install-ssh-key")
     return path.read_text()

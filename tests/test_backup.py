@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
+from pyinfra.api import DeployError
 
 import backup as backup_cli
 from settings import BACKUP_METRICS, SettingsError, load_settings
@@ -237,6 +238,14 @@ def test_the_repository_password_is_generated_once_and_kept_private(tmp_path):
     assert (tmp_path / "secrets").stat().st_mode & 0o777 == 0o700
     assert Path(settings["password_file"]).stat().st_mode & 0o777 == 0o600
     assert backup.repository_password(settings, "given") == "given"
+
+
+def test_a_storage_box_key_that_cannot_be_made_is_one_deploy_error_with_ssh_keygens_cause(tmp_path):
+    (tmp_path / "secrets").mkdir(mode=0o700)
+    (tmp_path / "secrets/backup-ssh-key").mkdir()  # in the way
+    with pytest.raises(DeployError, match=r"ssh-keygen could not make the storage box key .*backup-ssh-key: .*"
+                                          r"backup-ssh-key already exists"):
+        backup.storage_box_key({"ssh_key_path": str(tmp_path / "secrets/backup-ssh-key"), "generate_ssh_key": True})
 
 
 def test_restore_asks_and_an_unanswered_question_changes_nothing(tmp_path, monkeypatch, capsys):

@@ -11,6 +11,7 @@ import sys
 
 # ROLES imported under a private name: pyinfra would take a module-level tuple of strings for a host group.
 from settings import ROLES as _ROLES, SettingsError, load_settings
+from tasks.converged import no_failure_prompt_without_terminal
 
 
 def _load_servers(settings):
@@ -83,6 +84,7 @@ def build_inventory(settings=None):
     }
 
 
+no_failure_prompt_without_terminal()  # pyinfra's "continue?" after a failed host, which needs a terminal
 try:
     _groups = build_inventory()
 except SettingsError as error:

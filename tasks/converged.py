@@ -9,6 +9,11 @@ declared:
   on at pyinfra's "continue?"), one line naming it and exit 1, as pyinfra itself ends a run with a failed host;
 - something will change and stdin is no terminal: one line naming the hosts, exit 1 (apply with -y).
 With -y (no change detection), --dry and --json pyinfra goes on as usual (those never prompt).
+
+pyinfra's other prompt in the default mode, "One of more hosts failed, continue?" (a host that did not connect or
+whose planning failed), dies the same way without a terminal: inventory.py calls `no_failure_prompt_without_terminal()`
+(pyinfra installs that prompt before it loads the inventory), so there the failure stops the run with pyinfra's
+one-line error.
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ import sys
 import pyinfra
 from pyinfra import host, logger
 from pyinfra.context import ctx_host, ctx_state
-from pyinfra_cli.cli import cli
 
 DRY_RUN = "pyinfra --dry --diff inventory.py deploy.py"
 APPLY = "pyinfra -y inventory.py deploy.py"
@@ -30,6 +34,8 @@ def _cli_option(name: str) -> bool:
     host's greenlet its own)."""
     if not pyinfra.is_cli:
         return False
+    from pyinfra_cli.cli import cli  # here: importing pyinfra_cli patches the process for gevent (inventory.py's users)
+
     with cli.make_context("pyinfra", sys.argv[1:], resilient_parsing=True) as context:
         return bool(context.params.get(name))
 
@@ -64,3 +70,12 @@ def finish_planning() -> None:
     if not sys.stdin.isatty():
         sys.exit(f"error: changes planned on {', '.join(changing)} and no terminal to confirm them; "
                  f"preview them with `{DRY_RUN}`, apply them with `{APPLY}`")
+
+
+def no_failure_prompt_without_terminal() -> None:
+    """Without a terminal, a host that fails stops the run (pyinfra's "Over 0% of hosts failed"), instead of
+    pyinfra's "continue?" prompt dying with an EOFError traceback. Nothing changes at a terminal, with -y or --json
+    (pyinfra installs no such prompt there), or outside pyinfra's CLI."""
+    run = ctx_state.get()
+    if run is not None and run.should_raise_failed_hosts is not None and not sys.stdin.isatty():
+        run.should_raise_failed_hosts = lambda _run: True

@@ -105,13 +105,18 @@ def test_json_is_pyinfras_own_dry_output_whether_or_not_something_changes(tmp_pa
     assert (converged / "data/app.conf").read_text().endswith("line = converged\n"), "nothing was applied"
 
 
+# @local and a host on a closed loopback port; built as inventory.py is (no failure prompt without a terminal)
+TWO_HOSTS = ("from tasks import converged\nconverged.no_failure_prompt_without_terminal()\n"
+             'hosts = ["@local", ("lost", {"ssh_hostname": "127.0.0.1", "ssh_port": 1, '
+             '"ssh_known_hosts_file": "/dev/null"})]\n')
+
+
 def test_a_failed_host_is_never_reported_as_no_changes(tmp_path):
     """A host that does not connect: pyinfra asks "continue?" at a terminal (its _set_fail_prompts) and, once the
     operator goes on, plans the others. Nothing changes on @local, yet the run fails naming the lost host, as
     pyinfra's own exit does with a failed host. The second host is a closed port on loopback."""
     converged = converge(tmp_path)
-    (converged / "two.py").write_text('hosts = ["@local", ("lost", {"ssh_hostname": "127.0.0.1", "ssh_port": 1, '
-                                      '"ssh_known_hosts_file": "/dev/null"})]\n')
+    (converged / "two.py").write_text(TWO_HOSTS)
     terminal, answers = os.openpty()
     try:
         os.write(terminal, b"\n")  # "One of more hosts failed to connect, continue?": go on
@@ -134,3 +139,28 @@ def test_a_task_that_declares_a_pyinfra_operation_itself_is_refused_before_anyth
     assert error.endswith("@local: a task declared a pyinfra operation directly; call it through tasks/ops.py (a "
                           "snapshot operation) so that asking declares nothing"), error
     assert reads(done) == 0 and list(tmp_path.iterdir()) == []
+
+
+def test_without_a_terminal_a_failed_host_is_pyinfras_one_line_error_not_its_prompts_traceback(tmp_path):
+    """pyinfra 3.10 (pyinfra_cli/cli.py _set_fail_prompts): the default mode asks "One of more hosts failed to connect,
+    continue?" with input(), which dies with EOFError without a terminal; converged.no_failure_prompt_without_terminal
+    makes the failure raise instead (State.fail_hosts: "Over 0% of hosts failed")."""
+    converged = converge(tmp_path)
+    (converged / "two.py").write_text(TWO_HOSTS)
+    done = deploy(converged, inventory="two.py")
+    assert done.returncode == 1 and "Traceback" not in done.stderr and "EOFError" not in done.stderr, done.stderr
+    assert done.stderr.splitlines()[-1] == "--> pyinfra error: Over 0% of hosts failed (50%)", done.stderr
+
+
+def test_inventory_py_drops_the_failure_prompt_without_a_terminal(tmp_path):
+    """What pyinfra's CLI has installed when it loads inventory.py (its prompt, State.should_raise_failed_hosts)
+    is replaced by "raise" when stdin is no terminal."""
+    (tmp_path / "outputs.json").write_text(json.dumps({"environment": "production", "servers": [
+        {"name": "dokku-1", "role": "dokku", "ipv4": "127.0.0.1", "private_ip": "10.0.1.10"}]}))
+    (tmp_path / "test.env").write_text(f"DOMAIN=mindroom.test\nOUTPUTS_FILE={tmp_path / 'outputs.json'}\n")
+    probe = ("from types import SimpleNamespace\nfrom pyinfra.context import ctx_state\n"
+             "run = SimpleNamespace(should_raise_failed_hosts=lambda run: False)\nctx_state.set(run)\n"
+             "import inventory\nprint(run.should_raise_failed_hosts(run), inventory.dokku[0][0])\n")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL, env={**os.environ, "ENV_FILE": str(tmp_path / "test.env")})
+    assert (done.returncode, done.stdout) == (0, "True dokku-1\n"), done.stderr

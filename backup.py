@@ -66,9 +66,10 @@ def _run(data: dict, command: str, stream: bool = False) -> subprocess.Completed
 
 
 def _unit_run(unit: str) -> str:
-    """Start the unit and wait for it (joining a run in progress); print this run's journal; its exit status."""
-    return (f"systemctl start {unit}; rc=$?; journalctl -o cat --no-pager _SYSTEMD_INVOCATION_ID=$(systemctl show "
-            f"-p InvocationID --value {unit}) | tail -n 40; exit $rc")
+    """Start the unit and wait for it (joining a run in progress); print this run's journal, systemd's own lines
+    about it included (why it could not start); its exit status."""
+    return (f"systemctl start {unit}; rc=$?; run=$(systemctl show -p InvocationID --value {unit}); "
+            "journalctl -o cat --no-pager _SYSTEMD_INVOCATION_ID=$run + INVOCATION_ID=$run | tail -n 40; exit $rc")
 
 
 def _parallel(hosts: dict[str, dict], names: list[str], command: str) -> dict[str, subprocess.CompletedProcess]:

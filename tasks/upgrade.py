@@ -2,8 +2,10 @@
 and asks every server the DokkuRelease fact to know which need one).
 
 The order is Dokku's own upgrade procedure (docs/getting-started/upgrading at v0.38.27): stop every app, upgrade
-the package, rebuild every app. The package's prerm cleans up (`dokku cleanup` removes the stopped containers), so
-the apps come back through `ps:rebuild --all`, not `ps:start`.
+the package, rebuild the apps. The package's prerm cleans up (`dokku cleanup` removes the stopped containers), so
+the apps come back through `ps:rebuild`, not `ps:start`. Only the apps that ran are rebuilt: Dokku's
+`ps:rebuild --all` would also start an app that was stopped on purpose (a suspended customer instance); such an
+app is deployed again by its next `ps:start`.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def _check(version: str, apps: list[str], seconds: float) -> None:
 @deploy("Dokku: upgrade this server, then check it")
 def upgrade_and_check():
     """Stop every app, upgrade the held dokku package to DOKKU_VERSION, update the plugins to their tags, rebuild
-    and start every app; done when `dokku version` is DOKKU_VERSION and every app that ran before runs again."""
+    and start the apps that ran; done when `dokku version` is DOKKU_VERSION and every app that ran before runs again."""
     before = host.get_fact(DokkuRelease)
     version = host.data.dokku_version
     if before["version"] != version:  # before any app stops: a version the repository lacks fails here
@@ -84,6 +86,8 @@ def upgrade_and_check():
     server.shell(name="Stop every app (dokku ps:stop --all)", commands=["dokku ps:stop --all"])
     dokku.upgrade_package(name=f"Upgrade dokku to {version} (unhold, install, hold)", version=version)
     dokku.settings_and_plugins(upgrade=True)
-    server.shell(name="Rebuild and start every app (dokku ps:rebuild --all)", commands=["dokku ps:rebuild --all"])
+    if before["apps"]:  # not --all: an app stopped on purpose (a suspended instance) stays stopped
+        server.shell(name=f"Rebuild and start the {len(before['apps'])} apps that ran (dokku ps:rebuild APP)",
+                     commands=[f"dokku ps:rebuild {shlex.quote(app)}" for app in before["apps"]])
     python.call(name=f"Check dokku version is {version} and {len(before['apps'])} apps run again", function=_check,
                 version=version, apps=before["apps"], seconds=APPS_TIMEOUT_SECONDS)

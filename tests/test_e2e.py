@@ -277,6 +277,7 @@ def _rotate_admin_key(runner: steps.Runner, capsys, workdir: Path) -> None:
 
 
 DEMO_APP = "demo"
+SUSPENDED_APP = "suspended"  # stopped on purpose: the upgrade must leave it stopped
 
 
 def _dokku_servers() -> list[dict]:
@@ -297,14 +298,17 @@ def _deploy_demo_apps(runner: steps.Runner, workdir: Path) -> None:
         runner.run(f"{host['name']}: the demo app's image", ["sh", "-c", f"{shlex.join(imported)} < {layer}"])
         runner.run(f"{host['name']}: deploy the demo app", _ssh(
             host, f"dokku apps:create {DEMO_APP} && dokku ps:rebuild {DEMO_APP}"))
+        runner.run(f"{host['name']}: a suspended app (deployed, then stopped on purpose)", _ssh(
+            host, f"docker tag dokku/{DEMO_APP}:latest dokku/{SUSPENDED_APP}:latest && dokku apps:create "
+                  f"{SUSPENDED_APP} && dokku ps:rebuild {SUSPENDED_APP} && dokku ps:stop {SUSPENDED_APP}"))
 
 
 def _check_dokku_servers(runner: steps.Runner, version: str, when: str) -> None:
     for host in _dokku_servers():
-        runner.run(f"{host['name']}: dokku {version}, the demo app runs {when}", _ssh(
+        runner.run(f"{host['name']}: dokku {version}, the demo app runs, the suspended one does not {when}", _ssh(
             host, f"test \"$(dokku version)\" = 'dokku version {version}' && "
                   f"docker ps --filter label=com.dokku.app-name={DEMO_APP} --format '{{{{.Names}}}}' | grep -qx "
-                  f"{DEMO_APP}.web.1"))
+                  f"{DEMO_APP}.web.1 && test -z \"$(docker ps -q --filter label=com.dokku.app-name={SUSPENDED_APP})\""))
 
 
 def _check_upgrade_roll(output: str, old: str, new: str) -> None:

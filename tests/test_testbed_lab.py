@@ -44,6 +44,7 @@ def _assert_nothing_left(scratch_lab):
     assert str(scratch_lab) not in Path("/proc/self/mounts").read_text()
     assert str(scratch_lab) not in subprocess.run(["losetup", "--list"], capture_output=True, text=True).stdout
     assert str(scratch_lab) not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert not (guests._cgroup2_root() / guests.CGROUP_PARENT).exists()
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +76,17 @@ def test_server_gets_its_name_keys_and_public_address(scratch, hosts):
     assert first["ipv4"].startswith(layout.PUBLIC_PREFIX + ".")
     assert ssh(scratch, first["ipv4"], "hostname") == "tb-test-dokku-1"
     assert ssh(scratch, second["ipv4"], "cat /proc/1/comm") == "systemd"
+
+
+def test_each_guest_has_a_cgroup_of_its_own(scratch, hosts):
+    """Else the guests' systemds share one cgroup tree and a unit of the same name in two guests one cgroup."""
+    def init_cgroup(server_id):
+        [line] = [line for line in Path(f"/proc/{guests.init_pid(scratch, server_id)}/cgroup").read_text().splitlines()
+                  if line.startswith("0::")]
+        return guests._cgroup2_root() / line[len("0::/"):]
+    first, second = init_cgroup(801), init_cgroup(802)
+    assert first != second
+    assert guests.guest_cgroup(801) in first.parents and guests.guest_cgroup(802) in second.parents
 
 
 def test_private_network_connects_the_guests(scratch, hosts):
@@ -123,6 +135,7 @@ def test_deleting_a_server_removes_its_guest(scratch, hosts):
     hooks, _, second = hosts
     hooks.server_deleted(802)
     assert not guests.guest_dir(scratch, 802).exists()
+    assert not guests.guest_cgroup(802).exists()
     assert not procs.port_open(second["ipv4"], 22)
     hooks.volume_detached(901, 801)
     hooks.volume_deleted(901)

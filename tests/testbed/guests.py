@@ -122,6 +122,48 @@ def _volume_binds(lab: Path, state: dict) -> list[str]:
     return binds
 
 
+# -- cgroups: each guest its own ---------------------------------------------------------------------
+# The host has no systemd to give nspawn a scope, and --keep-unit keeps nspawn in the cgroup it starts in: with
+# every guest started from the same cgroup, each nspawn put its guest at the same path (/payload), so the guests'
+# systemds shared one cgroup tree and a unit of the same name in two guests (mindroom-backup.service) shared one
+# cgroup: one guest's systemd removed it under the other's ("Failed to spawn executor: No such file or
+# directory"). Each guest's nspawn therefore starts in a cgroup of its own.
+CGROUP_PARENT = "mindroom-testbed"
+
+
+def _cgroup2_root() -> Path:
+    """Where the cgroup v2 hierarchy is mounted: /sys/fs/cgroup, or /sys/fs/cgroup/unified on a hybrid host."""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        if fields[fields.index("-") + 1] == "cgroup2":
+            return Path(fields[4])
+    raise LabError("no cgroup v2 hierarchy is mounted (nspawn's unified hierarchy needs one)")
+
+
+def guest_cgroup(server_id: int) -> Path:
+    return _cgroup2_root() / CGROUP_PARENT / str(server_id)
+
+
+def _enter_cgroup(path: Path):
+    """A preexec_fn: the child process moves itself into `path` (writing 0 to cgroup.procs moves the writer)."""
+    def enter():
+        (path / "cgroup.procs").write_text("0")
+    return enter
+
+
+def remove_cgroups(path: Path, timeout: float = 10) -> None:
+    """Remove a cgroup and the ones below it, deepest first (rmdir is how a cgroup is removed), waiting for the
+    processes of a guest just stopped to be gone from them."""
+    def removed() -> bool:
+        for below, _, _ in os.walk(path, topdown=False):
+            try:
+                os.rmdir(below)
+            except OSError:
+                return False
+        return not path.exists()
+    wait_for(removed, timeout, f"the processes in cgroup {path} to end, to remove it", interval=0.2)
+
+
 def nspawn_argv(lab: Path, state: dict) -> list[str]:
     here = guest_dir(lab, state["id"])
     return [
@@ -151,10 +193,12 @@ def supervise(lab: Path, server_id: int) -> int:
 
     signal.signal(signal.SIGTERM, terminate)
     env = {**os.environ, **NSPAWN_ENV}
+    cgroup = guest_cgroup(server_id)
+    cgroup.mkdir(parents=True, exist_ok=True)
     with open(here / "console.log", "ab") as console:
         while True:
             child = subprocess.Popen(nspawn_argv(lab, load(lab, server_id)), env=env, stdin=subprocess.DEVNULL,
-                                     stdout=console, stderr=console)
+                                     stdout=console, stderr=console, preexec_fn=_enter_cgroup(cgroup))
             write_pidfile(here / "nspawn.pid", child.pid)
             code = child.wait()
             if stopping or code != REBOOT_EXIT_CODE:
@@ -226,6 +270,7 @@ def delete(lab: Path, server_id: int) -> None:
     except LabError:
         return
     shutdown(lab, server_id)
+    remove_cgroups(guest_cgroup(server_id))
     network.guest_down(state["octet"])
     _unmount_root(lab, server_id)
     shutil.rmtree(guest_dir(lab, server_id))
@@ -294,6 +339,7 @@ def delete_all(lab: Path) -> None:
             print(f"testbed: removing guest {server_id}: {error}", file=sys.stderr)
     for octet in network.leftover_octets():
         network.guest_down(octet)
+    remove_cgroups(_cgroup2_root() / CGROUP_PARENT)
 
 
 if __name__ == "__main__":

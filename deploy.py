@@ -1,8 +1,9 @@
 """Table of contents: the tasks each group of hosts gets, in order. Logic lives in tasks/.
 
 snapshot.declare(tasks) asks every host's questions before anything is read, so each host's snapshot is read
-once in every mode (tasks/snapshot.py); converged.finish_planning() ends a default-mode run that has nothing to
-do before pyinfra's prompt (tasks/converged.py).
+once in every mode (tasks/snapshot.py); with `check` (the default mode, -y) it then checks every host's tasks
+against the snapshots and declares nothing when nothing would change; converged.finish_planning() ends a run that
+has nothing to do there, before pyinfra's prompt or any operation (tasks/converged.py).
 
 Order across hosts: pyinfra orders operations as a graph of each host's sequence; an operation called for
 every host joins the sequences. keys.root_access() is such a join (root's authorized_keys on every host), so the
@@ -43,5 +44,5 @@ def tasks():
     reboot.report_required()
 
 
-snapshot.declare(tasks)
+snapshot.declare(tasks, check=converged.check_first())
 converged.finish_planning()

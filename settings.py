@@ -205,6 +205,7 @@ _NOT_ADMIN_SOURCES = (
 _IPV6_UNICAST = tuple(ipaddress.ip_network(net) for net in ("2000::/3", "fc00::/7"))  # global, unique local
 ADMIN_IPS_MAX_PREFIX = {4: 16, 6: 48}  # the sum of all entries: at most one /16 of IPv4, one /48 of IPv6
 # Against a remote API (Hetzner: 3,600 requests an hour per project) no client setting may poll faster than this.
+MAX_LOCK_WAIT_SECONDS = 86400  # --lock-wait, --data lock_wait: at most a day
 MIN_REMOTE_POLL_INTERVAL = 1.0
 MIN_REMOTE_RETRY_BACKOFF = 0.5
 
@@ -298,6 +299,15 @@ def _url(name: str, raw: str, plain_http_to=None, example: str = "https://exampl
     if not hostname or parts.username is not None or parts.fragment or set(parts.path.split("/")) & {".", ".."}:
         raise SettingsError(f"{name}={_show(raw)} must name a host, with no user, '#' or '..'; allowed: {allowed}")
     return raw
+
+
+def lock_wait_seconds(text) -> float:
+    """A wait for the environment's lock: seconds from 0 to MAX_LOCK_WAIT_SECONDS in ASCII digits (float() also
+    takes '1_0', '1e3', 'nan', other scripts' digits and spaces); ValueError naming the value otherwise."""
+    seconds = float(text) if re.fullmatch(r"[0-9]{1,6}(\.[0-9]{1,6})?", str(text)) else -1
+    if not 0 <= seconds <= MAX_LOCK_WAIT_SECONDS:
+        raise ValueError(f"{text!r} is not a number of seconds from 0 to {MAX_LOCK_WAIT_SECONDS}")
+    return seconds
 
 
 def unprintable(text: str) -> str | None:

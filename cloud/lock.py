@@ -35,7 +35,7 @@ import hcloud
 import requests
 from hcloud import APIException
 
-from settings import MANAGED_BY, PROJECT, Settings
+from settings import MANAGED_BY, PROJECT, Settings, lock_wait_seconds
 
 from .api import MAX_RETRIES, BootstrapError, ResponseLost, describe
 
@@ -43,7 +43,6 @@ SINCE_FORMAT = "%Y%m%dT%H%M%SZ"
 LABEL_VALUE_MAX = 63
 POLL_FACTOR = 5  # a waiting run asks every 5 x HCLOUD_POLL_INTERVAL (5 s): Hetzner allows 3600 requests an hour
 MACHINE_ID_FILE = Path("/etc/machine-id")
-MAX_WAIT_SECONDS = 86400
 _INVALID_LABEL_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
 _held: set[int] = set()  # ids of the locks this process holds right now
 
@@ -52,18 +51,9 @@ class LockHeld(BootstrapError):
     """Another run holds the environment's lock."""
 
 
-def wait_seconds(text) -> float:
-    """A lock wait: seconds from 0 to 86400 in ASCII digits (float() also takes '1_0', '1e3', 'nan', other scripts'
-    digits and spaces); ValueError naming the value otherwise."""
-    seconds = float(text) if re.fullmatch(r"[0-9]{1,6}(\.[0-9]{1,6})?", str(text)) else -1
-    if not 0 <= seconds <= MAX_WAIT_SECONDS:
-        raise ValueError(f"{text!r} is not a number of seconds from 0 to {MAX_WAIT_SECONDS}")
-    return seconds
-
-
 def _wait_argument(text: str) -> float:
     try:
-        return wait_seconds(text)
+        return lock_wait_seconds(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 

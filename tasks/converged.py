@@ -1,14 +1,18 @@
-"""The end of planning in pyinfra's default mode (no -y): pyinfra 3.10 then asks "Press enter to execute" even
-when nothing will change, and without a terminal that prompt dies with an EOFError traceback.
+"""A converged platform says so: pyinfra 3.10's default mode (no -y) asks "Press enter to execute" even when
+nothing will change (without a terminal that prompt dies with an EOFError traceback), and `-y` runs every no-op
+operation.
 
-deploy.py calls `finish_planning()` for every host once its operations are declared. When the last host is
-declared:
-- nothing will change on any host (pyinfra's change detection, which ran every operation against the hosts'
-  snapshots): the run says so and ends there, exit 0, before the prompt, as `terraform apply` does with
-  nothing to do; but when a host failed (it did not connect, or its planning failed, and the operator chose to go
-  on at pyinfra's "continue?"), one line naming it and exit 1, as pyinfra itself ends a run with a failed host;
-- something will change and stdin is no terminal: one line naming the hosts, exit 1 (apply with -y).
-With -y (no change detection), --dry and --json pyinfra goes on as usual (those never prompt).
+deploy.py declares its tasks with snapshot.declare(tasks, check=check_first()): in the default mode and with -y
+every host's tasks are first checked against the snapshots, and when nothing would change on any host none is
+declared. It then calls `finish_planning()` for every host. When the last host is declared:
+- nothing will change on any host (the check, or pyinfra's change detection in a default-mode `--diff` run): the
+  run says so and ends there, exit 0, before the prompt or any operation, as `terraform apply` does with nothing
+  to do; but when a host failed (it did not connect, or its planning failed, and the operator chose to go on at
+  pyinfra's "continue?"), one line naming it and exit 1, as pyinfra itself ends a run with a failed host;
+- something will change and stdin is no terminal (the default mode): one line naming the hosts, exit 1 (apply
+  with -y).
+Otherwise pyinfra goes on as usual: -y with changes, --dry and --json (those never prompt, and --dry, --diff and
+--json show every operation).
 
 pyinfra's other prompt in the default mode, "One of more hosts failed, continue?" (a host that did not connect or
 whose planning failed), dies the same way without a terminal: inventory.py calls `no_failure_prompt_without_terminal()`
@@ -23,6 +27,8 @@ import sys
 import pyinfra
 from pyinfra import host, logger
 from pyinfra.context import ctx_host, ctx_state
+
+from tasks import snapshot
 
 DRY_RUN = "pyinfra --dry --diff inventory.py deploy.py"
 APPLY = "pyinfra -y inventory.py deploy.py"
@@ -49,9 +55,16 @@ def will_change(run, member) -> bool:
         return any(data.operation_meta.will_change for data in run.ops.get(member, {}).values())
 
 
+def check_first() -> bool:
+    """Whether snapshot.declare checks every host's tasks before declaring them, to end a run with nothing to do
+    before pyinfra declares an operation: the default mode and -y; not --dry, --diff or --json (they show every
+    operation), nor a run through pyinfra's API."""
+    return pyinfra.is_cli and not (ctx_state.get().config.DIFF or _cli_option("dry") or _cli_option("json_output"))
+
+
 def finish_planning() -> None:
     run = ctx_state.get()
-    if not run.check_for_changes or _cli_option("dry") or _cli_option("json_output"):
+    if _cli_option("dry") or _cli_option("json_output") or not (run.check_for_changes or snapshot.converged()):
         return
     if not hasattr(run, "mindroom_planned"):
         run.mindroom_planned = set()

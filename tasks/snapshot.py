@@ -6,6 +6,14 @@
   declares its operations for real. So every question, another host's (`on=`) included, is known before the first
   read, in every mode: with `-y` the reads happen at execution; in the default mode and with `--dry` pyinfra runs
   each operation while declaring it (change detection), and every operation of a host sees the same read.
+- **Check** (`declare(tasks, check=True)`: the default mode and `-y`): before anything is declared, every host is
+  read (in parallel) and its tasks run in checking mode: each operation's own code runs against the snapshot,
+  declaring nothing. When no operation of any host would change anything, no host declares anything and
+  converged.finish_planning() ends the run: pyinfra's declaration of an operation (its call-stack inspection, a
+  few ms each) and execution of ~100 no-op operations per host would confirm nothing more. At the first change (or
+  error) the check stops and the tasks are declared as above, with the same reads: pyinfra plans, reports and runs
+  as usual (the changing operation ran up to its first command: a pyinfra operation it hands the change to may
+  have loaded its own facts once more).
 - **Read**: `read()` answers from the host's snapshot, read once and kept with pyinfra's state (never in module
   globals). Nothing changes a host before execution, so a read made while planning stays valid; during execution
   a state callback drops it once an operation of the host changed something, and the next read sees the result.
@@ -20,9 +28,11 @@ import copy
 import functools
 from contextlib import contextmanager
 
+import gevent
 from gevent.event import Event
 from pyinfra import host, state
 from pyinfra.api import DeployError, OperationError, operation
+from pyinfra.api.arguments import all_global_arguments
 from pyinfra.api.operation import OperationMeta
 from pyinfra.api.state import BaseStateCallback
 from pyinfra.context import ctx_host, ctx_state
@@ -36,8 +46,16 @@ LISTS = {"files": "files", "units": "units", "paths": "paths", "sysctls": "sysct
 SINGLES = {"device": "device", "swap": "swap_size", "compose": "compose", "dokku": "dokku"}
 
 
+# How declare() is running the tasks: operations only ask, only check, or are declared with pyinfra
+ASKING, CHECKING, DECLARING = "asking", "checking", "declaring"
+
+
 class NotAsked(OperationError):
     """An operation read something it did not ask for (its `asks` is incomplete): a bug, never an answer."""
+
+
+class _WouldChange(Exception):
+    """Checking: an operation would change its host (or failed: pyinfra's own run reports that)."""
 
 
 class Questions:
@@ -115,8 +133,10 @@ class _Book:
         self.reading: dict = {}  # host -> Event set when its read under way is done
         self.last_op: dict = {}  # host -> the op hash it started last (execution)
         self.asked = False  # deploy.py's questions are being or were gathered for every host
-        self.all_asked = Event()  # set once they were: until then no host declares
-        self.asking = False  # tasks are being run to gather their questions: operations only ask
+        self.all_asked = Event()  # set once they were (and checked): until then no host declares
+        self.converged = False  # the check found nothing to change on any host: nothing is declared
+        self.running = DECLARING  # ASKING, CHECKING or DECLARING
+        self.said: set = set()  # once(): what was said in this run
 
 
 def _book(run=None) -> _Book:
@@ -191,56 +211,122 @@ def forget() -> None:
     _book().snapshots.clear()
 
 
-def asking() -> bool:
-    """Whether declare() is gathering questions (tasks run twice: say things once, in the real pass)."""
-    return _book().asking
+def once(key) -> bool:
+    """Whether `key` comes up for the first time in this run: the tasks run up to three times (asking, checking,
+    declaring), a message they print is said once."""
+    book = _book()
+    if key in book.said:
+        return False
+    book.said.add(key)
+    return True
 
 
 @contextmanager
-def _asking():
+def _running(how: str):
     book = _book()
-    book.asking = True
+    book.running = how
     try:
         yield
     finally:
-        book.asking = False
+        book.running = DECLARING
 
 
-def declare(tasks) -> None:
+def _read_quietly(member) -> bool:
+    """Read member's snapshot; whether that worked (a failed read is left to pyinfra's own run to report)."""
+    with ctx_host.use(member):
+        try:
+            read()
+        except Exception:
+            return False
+    return True
+
+
+def _nothing_would_change(tasks, members) -> bool:
+    """Whether no operation of any member would change anything: every member is read (in parallel), then its
+    tasks run in checking mode (no I/O: every read is made), up to the first change."""
+    book = _book()
+    readers = [gevent.spawn(_read_quietly, member) for member in members if member in book.questions]
+    gevent.joinall(readers)
+    if not all(reader.value for reader in readers):
+        return False
+    for member in members:
+        with ctx_host.use(member), _running(CHECKING):
+            try:
+                tasks()
+            except _WouldChange:
+                return False
+    return True
+
+
+def declare(tasks, check: bool = False) -> None:
     """Declare deploy.py's tasks for the current host, every host's questions asked before anything is read.
     The first host to get here runs `tasks` for every active host in asking mode; the others wait for that to
     end: a task may yield meanwhile (the first deploy's ssh-keygen of the storage box key is a subprocess, which
     lets other greenlets run), and a host declaring then would be in asking mode too, declaring nothing. A pyinfra
     operation declared directly by a task would be declared twice (once while asking): that is refused; such a step
-    goes through tasks/ops.py (e.g. ops.on_change)."""
+    goes through tasks/ops.py (e.g. ops.on_change).
+    With `check` (converged.check_first()), the first host then checks every host's tasks against the snapshots
+    (the others wait for that too): when nothing would change anywhere, no host declares anything (converged())."""
     book = _book()
     if not book.asked:
         book.asked = True
         try:
-            for member in state.inventory.get_active_hosts():
-                with ctx_host.use(member), _asking():
+            members = list(state.inventory.get_active_hosts())
+            for member in members:
+                with ctx_host.use(member), _running(ASKING):
                     declared = len(member.op_hash_order)
                     tasks()
                     if len(member.op_hash_order) != declared:
                         raise DeployError(f"{member.name}: a task declared a pyinfra operation directly; call it "
                                           "through tasks/ops.py (a snapshot operation) so that asking declares nothing")
+            book.converged = check and _nothing_would_change(tasks, members)
         finally:
             book.all_asked.set()
     book.all_asked.wait()
-    tasks()
+    if not book.converged:
+        tasks()
+
+
+def converged() -> bool:
+    """Whether declare()'s check found that no operation of any host would change anything (so none was declared)."""
+    return _book().converged
+
+
+@functools.cache
+def _global_argument_names() -> frozenset:
+    return frozenset(name for name, _ in all_global_arguments())
+
+
+def _check(func, args, kwargs) -> OperationMeta:
+    """Run an operation's own code against the snapshot: _WouldChange at its first command (or error)."""
+    try:
+        commands = func(*args, **{key: value for key, value in kwargs.items() if key not in _global_argument_names()})
+        try:
+            first = next(commands, None)
+        finally:
+            commands.close()
+    except Exception as error:
+        raise _WouldChange() from error
+    if first is not None:
+        raise _WouldChange()
+    return OperationMeta("checked", is_change=False)
 
 
 def snapshot_operation(asks):
     """@operation() whose call first registers `asks(**op_kwargs)` (a dict of questions) with the snapshot; while
-    declare() gathers questions, that is all the call does."""
+    declare() gathers questions, that is all the call does; while it checks, the operation's code runs against
+    the snapshot and nothing is declared."""
     def decorator(func):
         op = operation()(func)
 
         @functools.wraps(op)
         def call(*args, **kwargs):
             ask(**asks(**kwargs))
-            if asking():
+            running = _book().running
+            if running == ASKING:
                 return OperationMeta("asking", is_change=False)
+            if running == CHECKING:
+                return _check(func, args, kwargs)
             return op(*args, **kwargs)
 
         call._inner = op._inner

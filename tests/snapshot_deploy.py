@@ -1,7 +1,8 @@
-"""A deploy for tests/test_snapshot_reads.py on @local, built like deploy.py (snapshot.declare, then
-converged.finish_planning): a template, a directory, an uploaded file and a follow-up of the template, all
-under `--data workdir=DIR`, owned by whoever runs it. `--data line=TEXT` changes the template's content; `--data
-direct=1` adds a pyinfra operation called directly, which snapshot.declare refuses."""
+"""A deploy for tests/test_snapshot_reads.py on @local, built like deploy.py (snapshot.declare with
+converged.check_first(), then converged.finish_planning): a template, a directory, an uploaded file and a
+follow-up of the template, all under `--data workdir=DIR`, owned by whoever runs it. `--data line=TEXT` changes
+the template's content; `--data direct=1` adds a pyinfra operation called directly, which snapshot.declare
+refuses."""
 
 import grp
 import os
@@ -30,5 +31,5 @@ def tasks():
         server.shell(name="Touch directly", commands=[f"touch {workdir}/direct"])
 
 
-snapshot.declare(tasks)
+snapshot.declare(tasks, check=converged.check_first())
 converged.finish_planning()

@@ -454,8 +454,9 @@ def test_every_host_asks_before_any_declares_even_when_asking_yields():
     run = SimpleNamespace(inventory=SimpleNamespace(get_active_hosts=lambda: members))
 
     def tasks():
-        events.append((host.name, "asks" if snapshot.asking() else "declares"))
-        if snapshot.asking():
+        asking = snapshot._book().running == snapshot.ASKING
+        events.append((host.name, "asks" if asking else "declares"))
+        if asking:
             gevent.sleep(0.01)
 
     def plan(member):
@@ -465,3 +466,75 @@ def test_every_host_asks_before_any_declares_even_when_asking_yields():
     gevent.joinall([gevent.spawn(plan, member) for member in members], raise_error=True)
     assert events[:2] == [("first", "asks"), ("second", "asks")], events
     assert sorted(events[2:]) == [("first", "declares"), ("second", "declares")], events
+
+
+# -- declare's check: every host's tasks against the snapshots, nothing declared ------------------------------
+class CheckedHost(FakeHost):
+    """A host with /srv/app in place (or `app`) and the data at /mnt/volume/app (or `data`)."""
+    data = SimpleNamespace()
+
+    def __init__(self, name, app="dir", data="dir"):
+        super().__init__()
+        self.name, self.op_hash_order, self.reads = name, [], 0
+        self.snapshot = {"files": {"/srv/app": {"type": app, "mode": "755", "user": "root", "group": "root"}},
+                         "paths": {"/var/lib/app": "missing", "/mnt/volume/app": data}}
+
+    def get_fact(self, cls, *args, **arguments):
+        if cls is not HostSnapshot:
+            return super().get_fact(cls, *args, **arguments)
+        assert arguments["files"] == ["/srv/app"] and arguments["paths"] == ["/mnt/volume/app", "/var/lib/app"]
+        self.reads += 1
+        gevent.sleep(0.01)  # hosts are read in parallel
+        return self.snapshot
+
+
+def checked_tasks():
+    ops.directory(name="Create /srv/app", path="/srv/app", mode="755")
+    ops.move_onto(name="Keep the data on the volume", src="/var/lib/app", dest="/mnt/volume/app")
+
+
+def check_state(hosts):
+    return SimpleNamespace(cwd=str(ROOT), config=SimpleNamespace(DIFF=False),
+                           inventory=SimpleNamespace(get_active_hosts=lambda: hosts))
+
+
+def test_a_converged_run_reads_each_host_once_and_declares_nothing():
+    hosts = [CheckedHost("dokku-1"), CheckedHost("platform")]
+    declared = []
+    with ctx_state.use(check_state(hosts)):
+        for member in hosts:  # each host's deploy file, in turn
+            with ctx_host.use(member):
+                snapshot.declare(lambda: declared.append(snapshot._book().running) or checked_tasks(), check=True)
+        assert snapshot.converged()
+    assert declared == [snapshot.ASKING] * 2 + [snapshot.CHECKING] * 2, "asked, checked, nothing declared"
+    assert [member.reads for member in hosts] == [1, 1]
+    assert [member.noops for member in hosts] == [["/srv/app is in place", "/mnt/volume/app holds /var/lib/app's data"]] * 2
+    assert [member.op_hash_order for member in hosts] == [[], []], "nothing was declared with pyinfra"
+
+
+def test_the_check_stops_at_the_first_change():
+    hosts = [CheckedHost("dokku-1"), CheckedHost("platform", data="missing"), CheckedHost("spare")]
+    with ctx_state.use(check_state(hosts)):
+        for member in hosts:
+            with ctx_host.use(member):
+                snapshot.ask(files=["/srv/app"], paths=["/var/lib/app", "/mnt/volume/app"])
+        assert snapshot._nothing_would_change(checked_tasks, hosts) is False
+    assert [member.reads for member in hosts] == [1, 1, 1]
+    assert [len(member.noops) for member in hosts] == [2, 1, 0], "checked up to the change (mkdir -p), no further"
+
+
+def test_an_operation_that_fails_while_checking_is_left_to_pyinfra():
+    hosts = [CheckedHost("dokku-1", app="file")]  # ops.directory raises: /srv/app is a file
+    with ctx_state.use(check_state(hosts)), ctx_host.use(hosts[0]):
+        snapshot.ask(files=["/srv/app"], paths=["/var/lib/app", "/mnt/volume/app"])
+        assert snapshot._nothing_would_change(checked_tasks, hosts) is False
+        with pytest.raises(OperationError, match="/srv/app is a file, expected a directory"):
+            list(ops.directory._inner(path="/srv/app", mode="755"))
+
+
+def test_a_message_is_said_once_per_run():
+    with ctx_state.use(fake_state()):
+        assert [snapshot.once(("no receiver", "platform")) for _ in range(3)] == [True, False, False]
+        assert snapshot.once(("no receiver", "dokku-1"))
+    with ctx_state.use(fake_state()):
+        assert snapshot.once(("no receiver", "platform")), "another run says it again"

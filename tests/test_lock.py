@@ -380,3 +380,12 @@ def test_a_bad_lock_wait_for_the_deploy_is_one_line(h):
     code, output = finish(deploy(h, "-y", "--data", "lock_wait=soon"))
     assert code == 1 and "error: --data lock_wait: 'soon' is not a number of seconds from 0 to 86400" in output
     assert h.fake.requests == []
+
+
+def test_the_deploy_loads_the_hetzner_sdk_only_to_take_the_lock():
+    """tasks/lock.py imports hcloud (and requests) on use: a deploy with nothing to change never talks to Hetzner,
+    and the import would cost a tenth of an empty pyinfra run (P1 in README)."""
+    tasks = re.search(r"^from tasks import ([\w, \\\n]+)$", (ROOT / "deploy.py").read_text(), re.MULTILINE)[1]
+    probe = f"import sys\nfrom tasks import {tasks}\nprint(sorted(sys.modules.keys() & {{'hcloud', 'requests'}}))"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout == "[]\n", done.stdout + done.stderr

@@ -1,9 +1,9 @@
 """One read per host in every mode, offline: tests/snapshot_deploy.py (built like deploy.py) run by the real
 pyinfra CLI on @local against a temporary directory. Once it converged, `-y`, the default mode and `--dry` each
-read the host's snapshot once (pyinfra -v logs every fact it loads) and run nothing else; the default mode says
-there is nothing to do and does not prompt; with a change and no terminal it fails with one line; `--json` is
-pyinfra's own; a host that failed is never "no changes". (tests/test_e2e.py counts the reads of the whole platform
-on the testbed.)"""
+read the host's snapshot once (pyinfra -v logs every fact it loads) and run nothing else; `-y` and the default
+mode say there is nothing to do before pyinfra declares an operation, and do not prompt; with a change and no
+terminal it fails with one line; `--json` is pyinfra's own; a host that failed is never "no changes".
+(tests/test_e2e.py counts the reads of the whole platform on the testbed.)"""
 
 import json
 import os
@@ -51,15 +51,38 @@ def test_a_converged_host_is_read_once_in_every_mode(converged, mode):
     assert reads(done) == 1, output
     assert "Loaded fact" not in output.replace("Loaded fact tasks.facts.HostSnapshot", ""), "a no-op asks pyinfra nothing"
     assert "Press enter" not in output and "Traceback" not in output and "EOFError" not in output
-    # -y and --dry are pyinfra's own runs (finish_planning steps aside); the default mode ends before the prompt
-    assert ("--> No changes:" in output) == (mode == "default"), output
-    assert ("--> Beginning operation run" in output) == (mode == "-y"), output
+    # --dry is pyinfra's own run (finish_planning steps aside); -y and the default mode end before running anything
+    assert ("--> No changes:" in output) == (mode != "--dry"), output
+    assert "--> Beginning operation run" not in output, output
 
 
-def test_the_default_mode_on_a_converged_host_says_so_without_prompting(converged):
-    done = deploy(converged)
-    assert "--> No changes: the 1 host(s) are as deploy.py describes them; nothing to run" in done.stdout + done.stderr
-    assert "Beginning operation run" not in done.stdout + done.stderr
+NOTHING_TO_RUN = "--> No changes: the 1 host(s) are as deploy.py describes them; nothing to run"
+DECLARED = "Adding operation"  # pyinfra's debug line for each operation it declares (pyinfra.api.operation)
+
+
+@pytest.mark.parametrize("mode", ["-y", "default"])
+def test_a_converged_host_says_so_before_any_operation_is_declared(converged, mode):
+    done = deploy(converged, "--debug", *MODES[mode])
+    output = done.stdout + done.stderr
+    assert done.returncode == 0 and NOTHING_TO_RUN in output, output
+    assert DECLARED not in output and "Beginning operation run" not in output, output
+    assert reads(done) == 1, output
+
+
+def test_with_diff_every_operation_is_declared_and_the_default_mode_still_ends_before_the_prompt(converged):
+    done = deploy(converged, "--debug", "--diff")
+    output = done.stdout + done.stderr
+    assert done.returncode == 0 and NOTHING_TO_RUN in output and output.count(DECLARED) == 4, output
+    assert "Beginning operation run" not in output and reads(done) == 1, output
+
+
+@pytest.mark.parametrize("mode", ["-y", "default"])
+def test_an_operation_that_fails_while_checking_is_reported_by_pyinfra(converged, mode):
+    done = deploy(converged, *MODES[mode], line="bell \a")
+    output = done.stdout + done.stderr
+    assert done.returncode != 0 and NOTHING_TO_RUN not in output, output
+    assert "the value of line holds a control character; refusing to render it" in output, output
+    assert (converged / "data/app.conf").read_text().endswith("line = converged\n"), "nothing was applied"
 
 
 def test_the_dry_run_of_a_converged_host_plans_nothing(converged):

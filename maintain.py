@@ -13,12 +13,13 @@ hosts are asked again under it.
 upgrade: brings each Dokku server that runs another Dokku version than DOKKU_VERSION, or a plugin at another tag
 than settings.DOKKU_PLUGINS, to them, one server after another (dokku-1, dokku-2, ...): its apps stopped
 (`dokku ps:stop --all`), the held package upgraded, the plugins updated, the apps that ran rebuilt and started
-(`dokku ps:rebuild APP`; an app stopped on purpose stays stopped); the server is done when `dokku version` is DOKKU_VERSION and every app that ran before runs
-again. A failure stops the roll, naming the server; the servers after it are not touched and keep serving on the
-old version. With backups on (BACKUP_REPOSITORY), each server is backed up (`backup.py now SERVER`) just
-before its apps stop; a failed backup stops the roll before that server is touched. Nothing to upgrade:
-nothing is sent (no lock either); otherwise the lock is taken and the servers are asked again under it. A
-DOKKU_VERSION older than a server runs is refused before anything is sent: the upgrade never downgrades.
+(`dokku ps:rebuild APP`; an app stopped on purpose stays stopped); the server is done when `dokku version` is
+DOKKU_VERSION and every app that ran before runs again. A failure stops the roll, naming the server; the servers
+after it are not touched and keep serving on the old version. With backups on (BACKUP_REPOSITORY), each server is
+backed up (`backup.py now SERVER`) just before its apps stop; a failed backup stops the roll before that server is
+touched. Nothing to upgrade: nothing is sent (no lock either); otherwise the lock is taken and the servers are
+asked again under it. A DOKKU_VERSION older than a server runs is refused before anything is sent: the upgrade
+never downgrades.
 """
 
 from __future__ import annotations

@@ -186,7 +186,8 @@ def alert_secrets() -> list:
                                            user="prometheus", group="prometheus"))
         else:
             written.append(ops.absent(name=f"Remove {path}", path=path))
-    if not (data.alert_secrets["webhook_url"] or data.monitoring.email_to) and snapshot.once(("no receiver", host.name)):
+    receiver = data.alert_secrets["webhook_url"] or data.monitoring.email_to
+    if not receiver and snapshot.once(("no receiver", host.name)):
         logger.warning(f"[{host.name}] monitoring: neither ALERT_WEBHOOK_URL nor ALERT_EMAIL_TO is set; alerts are "
                        "only visible in Alertmanager (SSH tunnel, README)")
     return written

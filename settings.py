@@ -164,7 +164,7 @@ PLATFORM_SECRET_NAMES = (
 BACKUP_SETTINGS = (
     "BACKUP_REPOSITORY", "BACKUP_PASSWORD", "BACKUP_SSH_KEY_PATH", "BACKUP_SSH_KNOWN_HOSTS_FILE",
     "BACKUP_S3_ACCESS_KEY_ID", "BACKUP_S3_SECRET_ACCESS_KEY", "BACKUP_TIME", "BACKUP_RANDOMIZED_DELAY",
-    "BACKUP_KEEP_DAILY", "BACKUP_KEEP_WEEKLY", "BACKUP_KEEP_MONTHLY", "BACKUP_HEALTHCHECK_URL",
+    "BACKUP_KEEP_DAILY", "BACKUP_KEEP_WEEKLY", "BACKUP_KEEP_MONTHLY", "BACKUP_HEALTHCHECK_URL", "BACKUP_CA_CERT",
 )
 # Every key the project reads (bootstrap, group data, the host tests, the testbed's .env.testbed): the one list.
 # Settings.get refuses any other name, and a dotenv file's other keys get a warning naming the nearest of these.
@@ -778,14 +778,17 @@ def _monitoring(settings: Settings) -> Monitoring:
 # -- backups (tasks/backup.py, backup.py) --------------------------------------------------------------------
 # restic's repository syntax, one repository per host below it (<BACKUP_REPOSITORY>/<server name>):
 # sftp://user@host[:port]/path (relative to the account's home; a Hetzner Storage Box: port 23) or
-# s3:https://endpoint/bucket[/prefix] (S3-compatible Object Storage).
-# The host is DNS labels or an IPv4 address: never empty, never starting with '-' (ssh would read an option).
-_SFTP_REPOSITORY_RE = re.compile(r"sftp://(?P<user>[A-Za-z0-9][A-Za-z0-9._-]{0,63})@"
-                                 r"(?P<host>(?=[A-Za-z0-9.-]{1,253}[:/])[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-                                 r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*)"
-                                 r"(:(?P<port>[0-9]{1,5}))?/(?P<path>[A-Za-z0-9_][A-Za-z0-9._/-]{0,200})")
-_S3_REPOSITORY_RE = re.compile(r"s3:https://[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?/[a-z0-9][a-z0-9.-]{1,62}"
-                               r"(/[A-Za-z0-9_][A-Za-z0-9._-]{0,100}){0,8}")
+# s3:https://endpoint[:port]/bucket[/prefix] (S3-compatible Object Storage, https only; Hetzner's endpoint is
+# https://<location>.your-objectstorage.com).
+# The host is DNS labels or an IPv4 address: never empty, never starting with '-' (ssh would read an option), and
+# the port (checked in _backup) 1 to 65535.
+_REPOSITORY_HOST = (r"(?P<host>(?=[A-Za-z0-9.-]{1,253}[:/])[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                    r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*)(:(?P<port>[0-9]{1,5}))?")
+_SFTP_REPOSITORY_RE = re.compile(r"sftp://(?P<user>[A-Za-z0-9][A-Za-z0-9._-]{0,63})@" + _REPOSITORY_HOST
+                                 + r"/(?P<path>[A-Za-z0-9_][A-Za-z0-9._/-]{0,200})")
+# The bucket as S3 names one: 3 to 63 lower-case letters, digits, '.' and '-', a letter or digit at both ends.
+_S3_REPOSITORY_RE = re.compile(r"s3:https://" + _REPOSITORY_HOST
+                               + r"/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9_][A-Za-z0-9._-]{0,100}){0,8}")
 _BACKUP_TIME_RE = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
 _S3_ACCESS_KEY_RE = re.compile(r"[A-Za-z0-9]{8,128}")
 _S3_SECRET_KEY_RE = re.compile(r"[A-Za-z0-9/+=._-]{8,256}")
@@ -821,6 +824,7 @@ class Backup:
     ssh_known_hosts: str  # sftp: the storage box's host key lines
     s3_access_key_id: str
     s3_secret_access_key: str = field(repr=False)
+    ca_cert: str  # s3: a PEM CA file restic trusts for the endpoint (--cacert; "": the system's CAs)
     healthcheck_url: str = field(repr=False)
 
     def to_json(self) -> str:
@@ -886,11 +890,11 @@ def _backup(settings: Settings) -> Backup | None:
     allowed = ("sftp://user@host[:port]/path (a Hetzner Storage Box: sftp://u123456@u123456.your-storagebox.de:23/"
                "mindroom) or s3:https://endpoint/bucket[/prefix]")
     sftp = _SFTP_REPOSITORY_RE.fullmatch(repository)
-    if not (sftp or _S3_REPOSITORY_RE.fullmatch(repository)) or ".." in repository \
-            or "//" in repository.partition("://")[2]:
+    parsed = sftp or _S3_REPOSITORY_RE.fullmatch(repository)
+    if not parsed or ".." in repository or "//" in repository.partition("://")[2]:
         raise SettingsError(f"BACKUP_REPOSITORY={_show(repository)} is invalid; allowed: {allowed}")
-    if sftp and sftp["port"] and not 1 <= int(sftp["port"]) <= 65535:
-        raise SettingsError(f"BACKUP_REPOSITORY={_show(repository)} has port {sftp['port']}; allowed: 1 to 65535")
+    if parsed["port"] and not 1 <= int(parsed["port"]) <= 65535:
+        raise SettingsError(f"BACKUP_REPOSITORY={_show(repository)} has port {parsed['port']}; allowed: 1 to 65535")
     kind = "sftp" if sftp else "s3"
     password = get("BACKUP_PASSWORD")
     password_file = settings.secrets_dir / BACKUP_PASSWORD_FILE
@@ -913,6 +917,9 @@ def _backup(settings: Settings) -> Backup | None:
     if kind == "s3" and not (access_key and secret_key):
         raise SettingsError("BACKUP_S3_ACCESS_KEY_ID and BACKUP_S3_SECRET_ACCESS_KEY are required with an s3 "
                             "BACKUP_REPOSITORY (the Object Storage credentials)")
+    ca_cert = _pem_file("BACKUP_CA_CERT", get("BACKUP_CA_CERT"), settings.base_dir)
+    if ca_cert and kind != "s3":
+        raise SettingsError("BACKUP_CA_CERT is for an s3 BACKUP_REPOSITORY only (the endpoint's CA); unset it")
     return Backup(
         repository=repository,
         kind=kind,
@@ -928,6 +935,7 @@ def _backup(settings: Settings) -> Backup | None:
         ssh_known_hosts=_known_hosts(get("BACKUP_SSH_KNOWN_HOSTS_FILE"), settings.base_dir, sftp) if sftp else "",
         s3_access_key_id=access_key,
         s3_secret_access_key=secret_key,
+        ca_cert=ca_cert,
         healthcheck_url=healthcheck_url,
     )
 

@@ -72,6 +72,7 @@ if _backup:
         "password_file": str(_backup.password_file),
         "ssh_key_path": str(_backup.ssh_key_path or _backup.generated_ssh_key_path),
         "generate_ssh_key": _backup.kind == "sftp" and _backup.ssh_key_path is None,
+        "ca_cert": _backup.ca_cert,
     }
 backup_secrets = SecretValues({
     "password": _backup.password if _backup else "",

@@ -10,6 +10,8 @@
 - Secrets live in /etc/mindroom-backup (root, 0700), each in a 0600 file written by ops.secret_file: the
   repository password (restic reads RESTIC_PASSWORD_FILE), the storage box key, the S3 credentials (an env file
   the script loads), the health check URL (a curl config file). None is ever on a command line or in a log.
+  BACKUP_CA_CERT (s3, the testbed's stand-in) is uploaded beside them as ca.pem, for restic's --cacert; without
+  it restic trusts the system's CAs (production: Hetzner's endpoint has a public certificate).
 - The repository password and the storage box key are generated locally by the first deploy into SECRETS_DIR
   when BACKUP_PASSWORD / BACKUP_SSH_KEY_PATH are not set: without the password no backup can be read.
 """
@@ -111,7 +113,11 @@ def secrets_files():
         ops.secret_file(name=f"Write {_config('s3.env')}", dest=_config("s3.env"), content=ops.render(
             f"{BACKUP}/s3.env.j2", shell_quote=shlex.quote, access_key_id=secret["s3_access_key_id"],
             secret_access_key=secret["s3_secret_access_key"]))
-    for name, wanted in (("ssh-key", sftp), ("known_hosts", sftp), ("ssh_config", sftp), ("s3.env", not sftp)):
+    if backup["ca_cert"]:
+        ops.put(name=f"Upload the Object Storage endpoint's CA to {_config('ca.pem')}", src=backup["ca_cert"],
+                dest=_config("ca.pem"), mode="600")
+    for name, wanted in (("ssh-key", sftp), ("known_hosts", sftp), ("ssh_config", sftp), ("s3.env", not sftp),
+                         ("ca.pem", bool(backup["ca_cert"]))):
         if not wanted:
             ops.absent(name=f"Remove {_config(name)}", path=_config(name))
     if secret["healthcheck_url"]:
@@ -147,7 +153,7 @@ def script():
         dump_min_bytes=backup["dump_min_bytes"], export_timeout_seconds=backup["export_timeout_seconds"],
         max_snapshot_age_hours=backup["max_snapshot_age_hours"],
         metrics_path=data.backup_metrics_path, metrics=data.backup_metrics, kind=backup["kind"],
-        retention=retention(backup), has_healthcheck=backup["has_healthcheck"],
+        retention=retention(backup), has_healthcheck=backup["has_healthcheck"], has_ca_cert=bool(backup["ca_cert"]),
         restart_commands=restart_commands(data))
 
 

@@ -64,8 +64,10 @@ FAKE_PG_RESTORE = '#!/bin/bash\n[ "$(head -c 5 "$2")" = PGDMP ]\n'
 @pytest.fixture
 def job(tmp_path, request):
     """Run the rendered job with the stand-ins; returns run(command, **env) -> CompletedProcess. Indirect
-    parametrization overrides the repository."""
-    repository = getattr(request, "param", "sftp://u1@box:23/mindroom/dokku-1")
+    parametrization overrides the repository (a string) or the template's values (a dict)."""
+    param = getattr(request, "param", {})
+    values = {"repository": "sftp://u1@box:23/mindroom/dokku-1", "kind": "sftp", "has_ca_cert": False,
+              **({"repository": param} if isinstance(param, str) else param)}
     bin_dir, config = tmp_path / "bin", tmp_path / "etc"
     for directory in (bin_dir, config):
         directory.mkdir()
@@ -79,13 +81,12 @@ def job(tmp_path, request):
     script = tmp_path / "mindroom-backup"
     script.write_text(ops.render(
         str(ROOT / "templates/backup/mindroom-backup.j2"), shell_quote=ops._q, config_dir=str(config),
-        state_dir=str(tmp_path / "state"), repository=repository, host_name="dokku-1",
+        state_dir=str(tmp_path / "state"), host_name="dokku-1",
         paths=[str(mount), str(tmp_path / "missing")], excludes=[str(mount / "docker")],
         dumps_dir=str(mount / "dumps"), scratch_dir=str(mount / "scratch"), services_dir=str(mount / "services"),
         dokku=True, dump_min_bytes=512, export_timeout_seconds=1, max_snapshot_age_hours=26, metrics_path=str(tmp_path / "backup.prom"),
-        metrics=BACKUP_METRICS, kind="sftp", retention=backup.retention({"keep_daily": 7, "keep_weekly": 4,
-                                                                          "keep_monthly": 6}),
-        has_healthcheck=False, restart_commands=[]))
+        metrics=BACKUP_METRICS, retention=backup.retention({"keep_daily": 7, "keep_weekly": 4, "keep_monthly": 6}),
+        has_healthcheck=False, restart_commands=[], **values))
     snapshot = tmp_path / "snapshot"
 
     def run(command: str, dump_bytes: int = 4096, snapshot_age: float = 3600,
@@ -205,6 +206,25 @@ def test_a_value_reaches_restic_literally_whatever_it_holds(job, tmp_path):
     assert job("snapshots").returncode == 0
     assert Path(f"{job.log}.repository").read_text() == HOSTILE_REPOSITORY
     assert not list(tmp_path.rglob("PWNED")) and not Path("PWNED").exists()
+
+
+S3_JOB = {"repository": "s3:https://10.213.0.1:9443/bucket/backups/dokku-1", "kind": "s3", "has_ca_cert": True}
+
+
+@pytest.mark.parametrize("job", [S3_JOB], indirect=True)
+def test_an_s3_job_loads_the_credentials_from_their_file_and_trusts_the_configured_ca(job, tmp_path):
+    """restic reads AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY from its environment (internal/backend/s3/config.go,
+    v0.18.0) and takes --cacert FILE for the endpoint's CA (cmd/restic/global.go; v0.14.0 has the flag too, not yet
+    $RESTIC_CACERT): the env file is sourced, the CA is an argument, neither secret is."""
+    (tmp_path / "etc/s3.env").write_text("AWS_ACCESS_KEY_ID='AKIATESTBED0001'\nAWS_SECRET_ACCESS_KEY='s3cr3t/value'\n")
+    (tmp_path / "bin/restic").write_text(FAKE_RESTIC.replace('echo "env RESTIC_PASSWORD_FILE',
+                                                             'echo "env $AWS_ACCESS_KEY_ID:${#AWS_SECRET_ACCESS_KEY}'
+                                                             ' RESTIC_PASSWORD_FILE'))
+    assert job("snapshots").returncode == 0
+    log = job.log.read_text()
+    assert f"--cacert {tmp_path}/etc/ca.pem snapshots" in log and "env AKIATESTBED0001:12 " in log
+    assert "s3cr3t" not in log and "sftp.args" not in log
+    assert Path(f"{job.log}.repository").read_text() == S3_JOB["repository"]
 
 
 def test_restore_test_time_wraps_past_midnight():

@@ -109,6 +109,7 @@ def full_settings(tmp_path: Path) -> dict[str, str]:
         "BACKUP_S3_ACCESS_KEY_ID": "AKIA0123456789", "BACKUP_S3_SECRET_ACCESS_KEY": "s3-secret-access-key",
         "BACKUP_TIME": "03:00", "BACKUP_RANDOMIZED_DELAY": "1h", "BACKUP_KEEP_DAILY": "7", "BACKUP_KEEP_WEEKLY": "4",
         "BACKUP_KEEP_MONTHLY": "6", "BACKUP_HEALTHCHECK_URL": "https://hc-ping.com/0123-4567",
+        "BACKUP_CA_CERT": "",  # s3 only (test_an_s3_repository_with_its_endpoints_ca_is_taken)
     }
     assert set(values) == KNOWN_SETTINGS, "a known setting has no valid value here"
     return values
@@ -400,6 +401,23 @@ def test_admin_ips_accepted(tmp_path, admin_ips, networks):
     ({"BACKUP_REPOSITORY": "sftp://u1@-oProxyCommand/x"}, "BACKUP_REPOSITORY='sftp://u1@-oProxyCommand/x' is invalid"),
     ({"BACKUP_REPOSITORY": "sftp://u1@.box/x"}, "BACKUP_REPOSITORY='sftp://u1@.box/x' is invalid"),
     ({"BACKUP_REPOSITORY": "sftp://u1@box:0/x"}, "has port 0; allowed: 1 to 65535"),
+    # the s3 endpoint's host and port as strict as the sftp host's
+    ({"BACKUP_REPOSITORY": "s3:https://-x/bucket"}, "BACKUP_REPOSITORY='s3:https://-x/bucket' is invalid"),
+    ({"BACKUP_REPOSITORY": "s3:https://./bucket"}, "BACKUP_REPOSITORY='s3:https://./bucket' is invalid"),
+    ({"BACKUP_REPOSITORY": "s3:https://.fsn1.your-objectstorage.com/bucket"}, "is invalid; allowed: sftp://"),
+    ({"BACKUP_REPOSITORY": "s3:https://fsn1-.your-objectstorage.com/bucket"}, "is invalid; allowed: sftp://"),
+    ({"BACKUP_REPOSITORY": "s3:https://a..b/bucket"}, "BACKUP_REPOSITORY='s3:https://a..b/bucket' is invalid"),
+    ({"BACKUP_REPOSITORY": "s3:https://" + "a" * 64 + ".example/bucket"}, "is invalid; allowed: sftp://"),
+    ({"BACKUP_REPOSITORY": "s3:https://fsn1.your-objectstorage.com:99999/bucket"},
+     "has port 99999; allowed: 1 to 65535"),
+    ({"BACKUP_REPOSITORY": "s3:https://fsn1.your-objectstorage.com:0/bucket"}, "has port 0; allowed: 1 to 65535"),
+    ({"BACKUP_REPOSITORY": "s3:https://fsn1.your-objectstorage.com:/bucket"}, "is invalid; allowed: sftp://"),
+    ({"BACKUP_REPOSITORY": "s3:http://fsn1.your-objectstorage.com/bucket"}, "is invalid; allowed: sftp://"),
+    ({"BACKUP_REPOSITORY": "s3:https://fsn1.your-objectstorage.com/bucket-"}, "is invalid; allowed: sftp://"),
+    ({"BACKUP_REPOSITORY": "s3:https://fsn1.your-objectstorage.com/-o/x"}, "is invalid; allowed: sftp://"),
+    ({"BACKUP_REPOSITORY": "s3:https://user@fsn1.your-objectstorage.com/bucket"}, "is invalid; allowed: sftp://"),
+    ({"BACKUP_CA_CERT": "storagebox_key"}, "BACKUP_CA_CERT='storagebox_key' holds no PEM certificate"),
+    ({"BACKUP_CA_CERT": "ca.pem"}, "BACKUP_CA_CERT is for an s3 BACKUP_REPOSITORY only"),
     ({"BACKUP_KEEP_DAILY": "0"}, "BACKUP_KEEP_DAILY=0 is out of range; allowed: 1 to 1000"),
     ({"BACKUP_KEEP_WEEKLY": "-1"}, "BACKUP_KEEP_WEEKLY='-1' is not a whole number"),
     ({"BACKUP_KEEP_MONTHLY": "99999999999"}, "BACKUP_KEEP_MONTHLY='99999999999' is not a whole number"),
@@ -434,6 +452,17 @@ def test_dokku_plugins_that_would_break_the_plugin_commands_stop_every_command(t
 def test_a_randomized_delay_up_to_two_hours_is_taken_as_it_is(tmp_path, delay):
     assert load_settings({**full_settings(tmp_path), "BACKUP_RANDOMIZED_DELAY": delay},
                          cwd=tmp_path).backup().randomized_delay == delay
+
+
+@pytest.mark.parametrize("repository", [
+    "s3:https://fsn1.your-objectstorage.com/mindroom-backups/mindroom", "s3:https://nbg1.your-objectstorage.com/abc",
+    "s3:https://10.213.0.1:9443/mindroom-testbed/backups", "s3:https://s3.example:65535/b.c-d/x/y_z",
+    "s3:https://fsn1.your-objectstorage.com:443/bucket",
+])
+def test_an_s3_repository_with_its_endpoints_ca_is_taken(tmp_path, repository):
+    backup = load_settings({**full_settings(tmp_path), "BACKUP_REPOSITORY": repository, "BACKUP_CA_CERT": "ca.pem"},
+                           cwd=tmp_path).backup()
+    assert (backup.kind, backup.repository, backup.ca_cert) == ("s3", repository, str(tmp_path / "ca.pem"))
 
 
 @pytest.mark.parametrize("repository, known_host", [

@@ -1,7 +1,7 @@
 """`up` and `down`: the whole lab, in order, and its removal (also after a crash).
 
 up: guest image (cached) -> bridges -> lxcfs -> apt proxy -> SSH keys -> stand-ins (Dokku apt repo, Pebble,
-registry, the fake Stripe API) -> the fake Hetzner API with the testbed's hooks -> .env.testbed. Every step is idempotent.
+registry, the fake Stripe API, the Storage Box, the Object Storage) -> the fake Hetzner API with the testbed's hooks -> .env.testbed. Every step is idempotent.
 down: the API first (no hook may start a guest while we remove them), then guests, loop devices,
 stand-ins, bridges, anything still mounted or running from LAB, LAB itself and .env.testbed.
 """
@@ -20,7 +20,7 @@ from tests.testbed import (aptproxy, aptserve, cloud, envfile, guest_image, gues
 REQUIRED_TOOLS = ("systemd-nspawn", "debootstrap", "zstd", "ip", "losetup", "lxcfs", "ssh-keygen", "setsid")
 # Stand-ins with the shape start(lab, bridge_ip) -> settings / stop(lab), in start order.
 STANDINS = ("tests.testbed.pebble", "tests.testbed.registry", "tests.testbed.webhook", "tests.testbed.stripeapi",
-            "tests.testbed.storagebox")
+            "tests.testbed.storagebox", "tests.testbed.objectstorage")
 
 
 def check_host() -> None:

@@ -451,16 +451,15 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
 
-def serve(listen: str, cert: Path, key: Path, data: Path, credentials: Path) -> None:
-    host, port = listen.rsplit(":", 1)
-    handler = type("BoundHandler", (Handler,), {"store": Store(data), "credentials": json.loads(
-        credentials.read_text())})
-    server = ThreadingHTTPServer((host, int(port)), handler)
+def make_server(host: str, port: int, cert: Path, key: Path, data: Path, keys: dict[str, str]) -> ThreadingHTTPServer:
+    """The HTTPS server (port 0: any free one) for the access keys `keys` (id -> secret)."""
+    handler = type("BoundHandler", (Handler,), {"store": Store(data), "credentials": dict(keys)})
+    server = ThreadingHTTPServer((host, port), handler)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert, key)
     server.socket = context.wrap_socket(server.socket, server_side=True)
-    server.serve_forever()
+    return server
 
 
 # -- the lab's side ---------------------------------------------------------------------------------------------------
@@ -521,7 +520,9 @@ def main(argv: list[str]) -> int:
     for name in ("cert", "key", "data", "credentials"):
         run.add_argument(f"--{name}", type=Path, required=True)
     args = parser.parse_args(argv)
-    serve(args.listen, args.cert, args.key, args.data, args.credentials)
+    host, port = args.listen.rsplit(":", 1)
+    make_server(host, int(port), args.cert, args.key, args.data, json.loads(args.credentials.read_text())
+                ).serve_forever()
     return 0
 
 

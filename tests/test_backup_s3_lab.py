@@ -66,46 +66,43 @@ def _check_credentials(runner: steps.Runner, hosts: list[dict], secret: str) -> 
             raise steps.StepFailed(f"the S3 secret key is in the journal of {host['name']}")
 
 
-def test_backups_to_s3_object_storage(tmp_path_factory):
+@pytest.fixture
+def runner(tmp_path_factory):
+    """A lab of its own (one Dokku server and the platform), brought up and down around the test."""
     if layout.LAB.exists():
         pytest.fail(f"a testbed is already up ({layout.LAB}); run `python -m tests.testbed down` first", pytrace=False)
     runner = steps.Runner(tmp_path_factory.mktemp("s3-logs"))
-    failure = None
     try:
         runner.run("testbed up", _testbed("up"))
-        runner.run("bootstrap apply", steps.apply())
-        runner.run("deploy (backups to the storage box)", steps.deploy())
-        s3 = objectstorage.s3_settings(layout.LAB, layout.BRIDGE_IP)
-        secret = s3["BACKUP_S3_SECRET_ACCESS_KEY"]
-        hosts = _hosts()
-        _switch_to_s3(runner, s3)
-        _watch_processes(runner, hosts, secret, s3)
-        dokku_1 = next(host for host in hosts if host["role"] == "dokku")
-        listed = runner.run("backup.py list from S3", steps.backup("list", dokku_1["name"]), settings=s3)
-        if "no snapshot" in listed or dokku_1["name"] not in listed:
-            raise steps.StepFailed(f"backup.py list shows no snapshot of {dokku_1['name']} in S3:\n{listed}")
-        runner.run("backup.py check against S3", steps.backup("check"), settings=s3)
-        stored = {path.name for path in (objectstorage.data_dir(layout.LAB) / objectstorage.BUCKET).iterdir()}
-        missing = [host["name"] for host in hosts
-                   if f"{objectstorage.PREFIX}%2F{host['name']}%2Fconfig" not in stored]
-        if missing:
-            raise steps.StepFailed(f"the bucket holds no repository of {', '.join(missing)}")
-        _check_credentials(runner, hosts, secret)
-        wrong = {**s3, "BACKUP_S3_SECRET_ACCESS_KEY": "W" * 40}
-        runner.run("deploy a wrong S3 secret key", steps.deploy(), settings=wrong)
-        refused = runner.run("backup.py now with a wrong secret key fails", steps.backup("now"), settings=wrong,
-                             with_stderr=True, expect_failure=True)
-        reason = [line for line in refused.splitlines() if "mindroom-backup: error:" in line]
-        if not reason or not all("Access Denied" in line for line in reason):
-            raise steps.StepFailed(f"backup.py now should fail with restic's reason (Access Denied):\n{refused}")
-        _check_no_secret_in_logs(runner, [secret, wrong["BACKUP_S3_SECRET_ACCESS_KEY"]])
-    except steps.StepFailed as error:
-        failure = str(error)
+        yield runner
     finally:
-        try:
-            runner.run("testbed down", _testbed("down"))
-        except steps.StepFailed as error:
-            failure = f"{failure}\n\n{error}" if failure else str(error)
+        runner.run("testbed down", _testbed("down"))
         print("\n".join(f"{name:60} {seconds:6.1f}s" for name, seconds in runner.timings.items()))
-    if failure:
-        pytest.fail(failure, pytrace=False)
+
+
+def test_backups_to_s3_object_storage(runner):
+    runner.run("bootstrap apply", steps.apply())
+    runner.run("deploy (backups to the storage box)", steps.deploy())
+    s3 = objectstorage.s3_settings(layout.LAB, layout.BRIDGE_IP)
+    secret = s3["BACKUP_S3_SECRET_ACCESS_KEY"]
+    hosts = _hosts()
+    _switch_to_s3(runner, s3)
+    _watch_processes(runner, hosts, secret, s3)
+    dokku_1 = next(host for host in hosts if host["role"] == "dokku")
+    listed = runner.run("backup.py list from S3", steps.backup("list", dokku_1["name"]), settings=s3)
+    if "no snapshot" in listed or dokku_1["name"] not in listed:
+        raise steps.StepFailed(f"backup.py list shows no snapshot of {dokku_1['name']} in S3:\n{listed}")
+    runner.run("backup.py check against S3", steps.backup("check"), settings=s3)
+    stored = {path.name for path in (objectstorage.data_dir(layout.LAB) / objectstorage.BUCKET).iterdir()}
+    missing = [host["name"] for host in hosts if f"{objectstorage.PREFIX}%2F{host['name']}%2Fconfig" not in stored]
+    if missing:
+        raise steps.StepFailed(f"the bucket holds no repository of {', '.join(missing)}")
+    _check_credentials(runner, hosts, secret)
+    wrong = {**s3, "BACKUP_S3_SECRET_ACCESS_KEY": "W" * 40}
+    runner.run("deploy a wrong S3 secret key", steps.deploy(), settings=wrong)
+    refused = runner.run("backup.py now with a wrong secret key fails", steps.backup("now"), settings=wrong,
+                         with_stderr=True, expect_failure=True)
+    reason = [line for line in refused.splitlines() if "mindroom-backup: error:" in line]
+    if not reason or not all("Access Denied" in line for line in reason):
+        raise steps.StepFailed(f"backup.py now should fail with restic's reason (Access Denied):\n{refused}")
+    _check_no_secret_in_logs(runner, [secret, wrong["BACKUP_S3_SECRET_ACCESS_KEY"]])

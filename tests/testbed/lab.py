@@ -1,7 +1,8 @@
 """`up` and `down`: the whole lab, in order, and its removal (also after a crash).
 
 up: guest image (cached) -> bridges -> lxcfs -> apt proxy -> SSH keys -> stand-ins (Dokku apt repo, Pebble,
-registry, the fake Stripe API, the Storage Box, the Object Storage) -> the fake Hetzner API with the testbed's hooks -> .env.testbed. Every step is idempotent.
+registry, the fake Stripe API, the Storage Box, the Object Storage) -> the fake Hetzner API with the testbed's
+hooks -> .env.testbed. Every step is idempotent.
 down: the API first (no hook may start a guest while we remove them), then guests, loop devices,
 stand-ins, bridges, anything still mounted or running from LAB, LAB itself and .env.testbed.
 """

@@ -8,14 +8,15 @@ production BACKUP_CA_CERT is unset and restic trusts the system's CAs, the same 
 Why an own server (stdlib http.server + ssl): it is small, has no dependency, and is strict where restic's client
 (minio-go) can be wrong: every request must carry a valid SigV4 Authorization header for the one known key and the
 stand-in's region, a fresh x-amz-date, an x-amz-content-sha256 that matches the body (or UNSIGNED-PAYLOAD) and a
-Content-MD5 that matches it. moto's server checks signatures only when told to and then through its IAM emulation,
-and answers much more than restic uses; a wrong key or signature there is easy to let through by accident.
-What it answers is what minio-go sends for restic (S3_FACTS, with their sources; tests/test_objectstorage_standin.py
-records them): path-style requests only (minio-go uses them for any endpoint that is not AWS, Google or Aliyun),
-GetBucketLocation, HeadBucket, CreateBucket, ListObjectsV2 (prefix, delimiter, start-after, continuation-token,
-max-keys, encoding-type=url), PutObject, GetObject (one Range), HeadObject, DeleteObject. Anything else is
-501 NotImplemented. Objects are files under LAB/objectstorage/data/<bucket>/ (the key URL-quoted), their MD5
-(the ETag) beside them.
+Content-MD5 that matches it. moto's server authenticates nothing unless INITIAL_NO_AUTH_ACTION_COUNT is set, and
+then against the IAM users it emulates (getmoto/moto docs/docs/iam.rst: "the current implementation is very
+basic"), and it answers far more than restic uses: a wrong key or signature is easy to let through by accident.
+What it answers is what minio-go sends for restic (tests/test_objectstorage_standin.py records these S3 facts,
+S3_FACTS, with their sources): path-style requests only (minio-go uses them for any endpoint that is not AWS,
+Google or Aliyun), GetBucketLocation, HeadBucket, CreateBucket, ListObjectsV2 (prefix, delimiter, start-after,
+continuation-token, max-keys, encoding-type=url), PutObject, GetObject (one Range), HeadObject, DeleteObject.
+Anything else is 501 NotImplemented. Objects are files under LAB/objectstorage/data/<bucket>/ (the key
+URL-quoted), their MD5 (the ETag) in .etags/ beside them.
 
     python -m tests.testbed.objectstorage serve --listen IP:PORT --cert C --key K --data DIR --credentials FILE
 """
@@ -289,7 +290,7 @@ class Handler(BaseHTTPRequestHandler):
             raise S3Error("InvalidRequest", resource, "Missing required header for this request: "
                           "x-amz-content-sha256")
         if payload_hash.startswith("STREAMING-"):
-            raise S3Error("NotImplemented", resource)  # minio-go streams only over plain HTTP (S3_FACTS)
+            raise S3Error("NotImplemented", resource)  # minio-go streams only over plain http (api.go)
         if payload_hash != UNSIGNED_PAYLOAD and not re.fullmatch(r"[0-9a-f]{64}", payload_hash):
             raise S3Error("InvalidArgument", resource, "x-amz-content-sha256 must be UNSIGNED-PAYLOAD or a SHA256 "
                           "hex digest")
@@ -419,8 +420,9 @@ class Handler(BaseHTTPRequestHandler):
         extra = f"<EncodingType>url</EncodingType>" if encode else ""
         if token is not None:
             extra += f"<ContinuationToken>{escape(token)}</ContinuationToken>"
-        if truncated:
-            extra += f"<NextContinuationToken>{base64.urlsafe_b64encode(last.encode()).decode()}</NextContinuationToken>"
+        if truncated:  # the token is the last key (or common prefix) answered, opaque to the client
+            token_out = base64.urlsafe_b64encode(last.encode()).decode()
+            extra += f"<NextContinuationToken>{token_out}</NextContinuationToken>"
         self._xml(f'<ListBucketResult xmlns="{S3_NS}"><Name>{escape(bucket)}</Name><Prefix>{shown(prefix)}</Prefix>'
                   f"<KeyCount>{len(contents) + len(prefixes)}</KeyCount><MaxKeys>{max_keys}</MaxKeys>"
                   f"<Delimiter>{shown(delimiter)}</Delimiter><IsTruncated>{str(truncated).lower()}</IsTruncated>"

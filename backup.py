@@ -8,9 +8,10 @@
 HOST is the inventory name (python bootstrap.py output). Each command runs the host's own job over SSH as root
 (/usr/local/sbin/mindroom-backup, tasks/backup.py): `now` and `check` start its systemd services and wait for
 them, so a run by the timer at the same moment is joined, not doubled. `restore` puts the files of the snapshot
-(default: the newest) in place, re-imports every Dokku postgres/redis service from its dump and restarts the
-apps; it asks first (unless --yes), holds the environment's lock, and refuses a host that holds data of its own
-(services, apps, its own backups) unless --overwrite.
+(default: the newest) in place, creates every Dokku postgres/redis service again as it was and re-imports its
+dump, and rebuilds the apps that ran (on the platform: nginx and the compose services); it asks first (unless
+--yes), holds the environment's lock, and refuses a host that holds data of its own (services, apps, its own
+backups) unless --overwrite.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -33,6 +35,7 @@ SCRIPT = "/usr/local/sbin/mindroom-backup"
 STATE_DIR = "/var/lib/mindroom-backup"
 EXIT_IN_USE = 3  # the host script's "refusing to restore over data of this host"
 SSH_FAILED = 255  # ssh's own exit status: the host was not reached or did not let us in
+SNAPSHOT_ID = re.compile(r"[0-9a-f]{8,64}")  # restic's: 64 hex digits, or the first 8 or more of them
 
 
 def _hosts(settings) -> dict[str, dict]:
@@ -155,7 +158,7 @@ def _confirm(name: str, snapshot: dict, args, out) -> None:
     if args.yes:
         return
     print(f"This puts snapshot {snapshot['short_id']} of {name} ({snapshot['time'][:19]}) back on {name}: its files "
-          "over the live ones, its databases re-imported, its apps restarted.", file=out)
+          "over the live ones, its databases re-imported, the apps that ran rebuilt.", file=out)
     out.flush()
     try:
         answer = input(f"Type the host's name ({name}) to go on: ")
@@ -175,10 +178,13 @@ def cmd_restore(settings, args, out) -> int:
         (snap for snap in found if args.snapshot in (snap["id"], snap["short_id"])), None)
     if chosen is None:
         raise BootstrapError(f"{name} has no snapshot {args.snapshot}; `python backup.py list {name}` shows them")
+    if not SNAPSHOT_ID.fullmatch(str(chosen.get("id", ""))):  # the host's own answer: checked before it is sent back
+        raise BootstrapError(f"{name} listed a snapshot whose ID is not restic's ({str(chosen.get('id'))[:80]!r}); "
+                             "nothing was changed")
     _confirm(name, chosen, args, out)
     began = time.monotonic()
     with lock.hold(connect(settings), settings, "restore", args.lock_wait, out):
-        command = f"{SCRIPT} restore {chosen['id']}" + (" --overwrite" if args.overwrite else "")
+        command = shlex.join([SCRIPT, "restore", chosen["id"], *(["--overwrite"] if args.overwrite else [])])
         out.flush()
         done = _run(hosts[name], command, stream=True)
     if done.returncode == EXIT_IN_USE:
@@ -193,7 +199,7 @@ def cmd_restore(settings, args, out) -> int:
 
 def _snapshot_id(text: str) -> str:
     """restic's snapshot IDs: 64 hex digits, or the first 8 or more of them (`list` shows 8)."""
-    if not re.fullmatch(r"[0-9a-f]{8,64}", text):
+    if not SNAPSHOT_ID.fullmatch(text):
         raise argparse.ArgumentTypeError(f"{text[:80]!r} is not a snapshot ID (8 to 64 hex digits, as `list` shows)")
     return text
 

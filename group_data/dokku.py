@@ -49,4 +49,5 @@ backup_excludes = [f"{mount_point}/docker", f"{mount_point}/dokku-services/*/*/d
 backup_dumps_dir = f"{mount_point}/mindroom-backup/dumps"  # postgres/NAME.dump, redis/NAME.rdb, before each backup
 backup_scratch_dir = f"{mount_point}/mindroom-backup/scratch"  # restore tests and restores unpack here
 backup_services_dir = f"{mount_point}/dokku-services"  # not put back in place: the services are created anew
+backup_apps_dir = "/home/dokku"  # DOKKU_ROOT: the apps, which a restore rebuilds (those that ran)
 backup_dokku = True

@@ -136,6 +136,7 @@ backup_excludes = [f"{mount_point}/docker", f"{mount_point}/lost+found", f"{moun
 backup_dumps_dir = f"{mount_point}/mindroom-backup/dumps"  # none on the platform (no database of its own)
 backup_scratch_dir = f"{mount_point}/mindroom-backup/scratch"
 backup_services_dir = ""
+backup_apps_dir = ""
 backup_dokku = False
 
 # Plain secret values must not stay behind as host data (pyinfra keeps every non-dunder name).

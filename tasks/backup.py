@@ -30,6 +30,7 @@ from pyinfra.operations import systemd
 
 from local_secrets import private_directory, write_atomically
 from tasks import ops
+from tasks.platform import compose_up_command
 
 logger = logging.getLogger("pyinfra")
 BACKUP = "templates/backup"  # the repository path pyinfra resolves from its working directory
@@ -133,12 +134,13 @@ def retention(backup: dict) -> str:
 
 
 def restart_commands(data) -> list[str]:
-    """What a restore runs on the platform once its files are back: nginx and the compose services."""
+    """What a restore runs on the platform once its files are back: nginx's configuration checked (a reload of a
+    broken one fails silently), nginx reloaded, the compose services up as the deploy starts them (healthy, or the
+    restore fails)."""
     if data.backup_dokku:
         return []
-    compose = f"{data.platform_dir}/compose.yaml"
-    return ["systemctl reload nginx",
-            f"docker compose -f {shlex.quote(compose)} --env-file {shlex.quote(data.platform_dir + '/.env')} up -d"]
+    return ["nginx -t -q", "systemctl reload nginx", compose_up_command(
+        f"{data.platform_dir}/compose.yaml", f"{data.platform_dir}/.env", data.platform_compose_wait_seconds)]
 
 
 def script():
@@ -149,7 +151,8 @@ def script():
         validate="bash -n {path}", config_dir=data.backup_config_dir, state_dir=data.backup_state_dir,
         repository=f"{backup['repository'].rstrip('/')}/{data.server_name}", host_name=data.server_name,
         paths=data.backup_paths, excludes=data.backup_excludes, dumps_dir=data.backup_dumps_dir,
-        scratch_dir=data.backup_scratch_dir, services_dir=data.backup_services_dir, dokku=data.backup_dokku,
+        scratch_dir=data.backup_scratch_dir, services_dir=data.backup_services_dir,
+        apps_dir=data.backup_apps_dir, dokku=data.backup_dokku,
         dump_min_bytes=backup["dump_min_bytes"], export_timeout_seconds=backup["export_timeout_seconds"],
         max_snapshot_age_hours=backup["max_snapshot_age_hours"],
         metrics_path=data.backup_metrics_path, metrics=data.backup_metrics, kind=backup["kind"],

@@ -33,6 +33,12 @@ def platform_directory() -> None:
     ops.directory(name=f"Create {directory}", path=directory, mode="700")
 
 
+def compose_up_command(compose_file: str, env_file: str, wait_seconds: int) -> str:
+    """`docker compose up`: orphans removed, done only when every service is healthy (or it fails)."""
+    return (f"docker compose -f {shlex.quote(compose_file)} --env-file {shlex.quote(env_file)} up -d "
+            f"--remove-orphans --wait --wait-timeout {int(wait_seconds)}")
+
+
 @snapshot_operation(lambda project, **_: {"compose": project})
 def compose_up(compose_file: str, env_file: str, project: str, services: list[str], wait_seconds: int,
                changes: list):
@@ -43,8 +49,7 @@ def compose_up(compose_file: str, env_file: str, project: str, services: list[st
     if not stopped and not ops.changed(changes):
         host.noop(f"{', '.join(services)} running")
         return
-    yield (f"docker compose -f {shlex.quote(compose_file)} --env-file {shlex.quote(env_file)} up -d "
-           f"--remove-orphans --wait --wait-timeout {int(wait_seconds)}")
+    yield compose_up_command(compose_file, env_file, wait_seconds)
 
 
 def environment() -> dict[str, str]:

@@ -35,6 +35,11 @@ def main(args):
             if all(key in container["labels"] and (value is None or container["labels"][key] == value)
                    for key, value, *_ in labels):
                 print(container_id)
+    elif command == ["container", "inspect"] and args[2:4] == ["-f", "{{.State.Running}}"]:
+        if args[4] not in containers:
+            print(f"Error: No such container: {args[4]}", file=sys.stderr)
+            return 1
+        print("true" if containers[args[4]]["status"] == "running" else "false")
     elif command == ["container", "update"]:
         containers[operands[0]]["restart"] = options[0].split("=", 1)[1]
     elif command == ["container", "stop"]:

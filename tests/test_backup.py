@@ -14,6 +14,7 @@ writes the RDB file (`cat /data/dump.rdb`), whose first bytes are `REDIS`.
 from __future__ import annotations
 
 import json
+import shlex
 import os
 import signal
 import subprocess
@@ -49,9 +50,13 @@ case "$args" in
 esac
 """
 FAKE_DOKKU = r"""#!/bin/bash
-echo "dokku $*" >> "$FAKE_LOG"
+printf '%q ' dokku "$@" >> "$FAKE_LOG"; echo >> "$FAKE_LOG"
 case "$1" in
-  postgres:list) echo "=====> postgres services"; echo db1 ;;
+  postgres:list) echo "=====> postgres services"; [ -z "$FAKE_POSTGRES" ] || echo "$FAKE_POSTGRES" ;;
+  postgres:create) mkdir -p "$FAKE_SERVICES/postgres/$2"; echo "Dsn: postgres://postgres:$4@dokku-postgres-$2" ;;
+  postgres:import) cat > /dev/null ;;
+  ps:report) if grep -qxF -- "$2" <<< "$FAKE_RUNNING"; then echo true; else echo false; fi ;;
+  ps:rebuild) ! grep -qxF -- "$2" <<< "$FAKE_REBUILD_FAILS" ;;
   redis:list) if [ -n "$FAKE_REDIS_HANGS" ]; then echo cache1; else echo " !     There are no redis services" >&2; fi ;;
   redis:export) sleep 30 ;;  # the plugin's wait for a LASTSAVE that never changes
   postgres:export) head -c "$FAKE_DUMP_BYTES" /dev/zero | sed 's/^/PGDMP/' ;;
@@ -84,18 +89,22 @@ def job(tmp_path, request):
         state_dir=str(tmp_path / "state"), host_name="dokku-1",
         paths=[str(mount), str(tmp_path / "missing")], excludes=[str(mount / "docker")],
         dumps_dir=str(mount / "dumps"), scratch_dir=str(mount / "scratch"), services_dir=str(mount / "services"),
-        dokku=True, dump_min_bytes=512, export_timeout_seconds=1, max_snapshot_age_hours=26, metrics_path=str(tmp_path / "backup.prom"),
+        apps_dir=str(mount / "dokku-home"), dokku=True, dump_min_bytes=512, export_timeout_seconds=1,
+        max_snapshot_age_hours=26, metrics_path=str(tmp_path / "backup.prom"),
         metrics=BACKUP_METRICS, retention=backup.retention({"keep_daily": 7, "keep_weekly": 4, "keep_monthly": 6}),
         has_healthcheck=False, restart_commands=[], **values))
     snapshot = tmp_path / "snapshot"
 
-    def run(command: str, dump_bytes: int = 4096, snapshot_age: float = 3600,
-            redis_hangs: bool = False, repository: str = "") -> subprocess.CompletedProcess:
+    def run(command: str | list[str], dump_bytes: int = 4096, snapshot_age: float = 3600,
+            redis_hangs: bool = False, repository: str = "", postgres: str = "db1", running: str = "",
+            rebuild_fails: str = "") -> subprocess.CompletedProcess:
         env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_LOG": str(tmp_path / "log"),
                "FAKE_REDIS_HANGS": "yes" if redis_hangs else "", "FAKE_REPOSITORY": repository,
                "FAKE_DUMP_BYTES": str(dump_bytes), "FAKE_SNAPSHOT": str(snapshot),
-               "FAKE_SNAPSHOT_TIME": str(int(time.time() - snapshot_age))}
-        return subprocess.run(["bash", str(script), *command.split()], env=env, capture_output=True, text=True)
+               "FAKE_SNAPSHOT_TIME": str(int(time.time() - snapshot_age)), "FAKE_POSTGRES": postgres,
+               "FAKE_SERVICES": str(mount / "services"), "FAKE_RUNNING": running, "FAKE_REBUILD_FAILS": rebuild_fails}
+        argv = command.split() if isinstance(command, str) else command
+        return subprocess.run(["bash", str(script), *argv], env=env, capture_output=True, text=True, cwd=tmp_path)
 
     run.log = tmp_path / "log"
     run.metrics = tmp_path / "backup.prom"
@@ -191,7 +200,7 @@ def test_the_restore_test_passes_on_a_good_snapshot_and_fails_saying_why(job):
 
 def test_a_restore_refuses_a_host_with_data_of_its_own(job):
     assert job("run").returncode == 0
-    refused = job("restore ab12")
+    refused = job("restore ab12cd34")
     assert refused.returncode == 3
     assert "made backups of its own" in refused.stderr and "Dokku services: db1" in refused.stderr
     assert " restore " not in job.log.read_text(), "nothing was restored"
@@ -270,7 +279,7 @@ def test_a_storage_box_key_that_cannot_be_made_is_one_deploy_error_with_ssh_keyg
 
 def test_restore_asks_and_an_unanswered_question_changes_nothing(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(backup_cli, "_hosts", lambda settings: {"dokku-1": {}})
-    monkeypatch.setattr(backup_cli, "snapshots", lambda data, name: [{"id": "ab12cd", "short_id": "ab12",
+    monkeypatch.setattr(backup_cli, "snapshots", lambda data, name: [{"id": "ab12cd34", "short_id": "ab12cd34",
                                                                         "time": "2026-12-02T03:00:00Z"}])
     monkeypatch.setattr(backup_cli.lock, "hold", lambda *args: pytest.fail("the lock is taken only after the answer"))
     monkeypatch.setattr("builtins.input", lambda prompt: (_ for _ in ()).throw(EOFError))
@@ -383,3 +392,164 @@ def test_ctrl_c_while_a_host_runs_its_job_is_one_line(tmp_path):
             run.wait()
     assert run.returncode == 1 and "Traceback" not in err, err
     assert err == "error: interrupted; a job already started on a host runs to its end\n"
+
+
+# -- the restore on a Dokku server: services as they were, the apps that ran ----------------------------------
+# Facts (dokku-postgres 1.48.0 and dokku-redis 1.43.0, the same common-functions): service_create writes PASSWORD
+# (-p), and service_commit_config ENV (-C, `echo "$custom_env" | tr ';' "\n"`), CONFIG_OPTIONS (-c), SERVICE_MEMORY
+# (-m), SHM_SIZE (-s), IMAGE (-i), IMAGE_VERSION (-I); the networks (-N, -P, -S) are properties in
+# /var/lib/dokku/config/PLUGIN/NAME; neither create writes ROOTPASSWORD (-r is parsed, unused). service_create ends
+# with service_info, which prints the DSN with the password.
+SERVICE_FILES = {"PASSWORD": "pa ss'$(touch PWNED)`touch PWNED`\n", "IMAGE": "postgres\n", "IMAGE_VERSION": "17.2\n",
+                 "CONFIG_OPTIONS": "-c max_connections=20\n", "ENV": "A=1\nB=two words\n\n", "SERVICE_MEMORY": "512\n",
+                 "SHM_SIZE": "256m\n", "LINKS": "web\n", "ID": "cid\n", "DATABASE_NAME": "db1\n"}
+
+
+def _restorable_snapshot(job, dump_names=("db1",), running="web\n", apps=("web", "suspended")) -> Path:
+    base = job.snapshot / str(job.mount).lstrip("/")
+    (base / "dumps/postgres").mkdir(parents=True)
+    for name in dump_names:
+        (base / "dumps/postgres" / f"{name}.dump").write_bytes(b"PGDMP" + b"x" * 1000)
+        service = base / "services/postgres" / name
+        service.mkdir(parents=True)
+        for file, text in SERVICE_FILES.items():
+            (service / file).write_text(text)
+    if running is not None:
+        (base / "dumps/apps-running").write_text(running)
+    for app in apps:
+        (base / "dokku-home" / app).mkdir(parents=True)
+    return base
+
+
+def _dokku_calls(job, command: str) -> list[list[str]]:
+    return [shlex.split(line)[1:] for line in job.log.read_text().splitlines()
+            if line.startswith(f"dokku {command} ")]
+
+
+def test_a_backup_records_the_apps_that_run(job):
+    for app in ("web", "suspended", "Not-an-app", ".hidden"):
+        (job.mount / "dokku-home" / app).mkdir()
+    assert job("run", running="web").returncode == 0
+    assert (job.mount / "dumps/apps-running").read_text() == "web\n"
+    assert [call[1:] for call in _dokku_calls(job, "ps:report")] == [["suspended", "--running"], ["web", "--running"]]
+
+
+def test_a_restore_creates_each_service_as_it_was_and_rebuilds_only_the_apps_that_ran(job, tmp_path):
+    _restorable_snapshot(job)
+    done = job("restore ab12cd34", postgres="", running="")
+    assert done.returncode == 0, done.stderr
+    [create] = _dokku_calls(job, "postgres:create")
+    password = SERVICE_FILES["PASSWORD"].strip()
+    assert create == ["postgres:create", "db1", "--password", password, "--image", "postgres", "--image-version",
+                      "17.2", "--config-options", "-c max_connections=20", "--custom-env", "A=1;B=two words",
+                      "--memory", "512", "--shm-size", "256m"]
+    assert password not in done.stdout + done.stderr, "create's output (the DSN) stays out of the log"
+    assert (job.mount / "services/postgres/db1/LINKS").read_text() == "web\n"
+    assert _dokku_calls(job, "ps:rebuild") == [["ps:rebuild", "web"]], "not the suspended app, not --all"
+    assert not _dokku_calls(job, "ps:restart")
+    assert (job.mount / "dokku-home/suspended").is_dir() and not list(tmp_path.rglob("PWNED"))
+
+
+def test_a_service_that_exists_already_is_not_created_again_matched_literally(job):
+    _restorable_snapshot(job, dump_names=("db.",))
+    assert job("restore ab12cd34 --overwrite", postgres="dbX").returncode == 0  # `grep -qx db.` matched dbX
+    assert [call[1] for call in _dokku_calls(job, "postgres:create")] == ["db."]
+    job.log.unlink()
+    assert job("restore ab12cd34 --overwrite", postgres="db.").returncode == 0
+    assert not _dokku_calls(job, "postgres:create")
+
+
+def test_an_app_that_cannot_be_rebuilt_fails_the_restore_saying_what_to_do(job):
+    _restorable_snapshot(job, running="web\nother\n", apps=("web", "other"))
+    done = job("restore ab12cd34", postgres="", rebuild_fails="web")
+    assert done.returncode == 1
+    assert [call[1] for call in _dokku_calls(job, "ps:rebuild")] == ["web", "other"], "every app is tried"
+    assert done.stderr.strip().splitlines()[-1] == (
+        "mindroom-backup: error: could not rebuild app(s) web (their data is back): deploy each again (git push, "
+        "or dokku git:from-image APP IMAGE), then dokku ps:rebuild APP")
+
+
+def test_a_snapshot_without_the_running_apps_starts_none(job):
+    _restorable_snapshot(job, running=None)
+    done = job("restore ab12cd34", postgres="")
+    assert done.returncode == 0 and "does not say which apps ran: none was started" in done.stdout
+    assert not _dokku_calls(job, "ps:rebuild")
+
+
+@pytest.mark.parametrize("name", ["$(touch PWNED)", "../web", "-rf", "Web", "web;touch PWNED", ""])
+def test_a_hostile_app_name_in_the_snapshot_reaches_no_command(job, tmp_path, name):
+    _restorable_snapshot(job, running=f"{name}\n")
+    assert job("restore ab12cd34", postgres="").returncode == 0
+    assert not _dokku_calls(job, "ps:rebuild") and not list(tmp_path.rglob("PWNED"))
+
+
+@pytest.mark.parametrize("argv", [["restore", "ab12cd34; touch PWNED"], ["restore", "--target=/"],
+                                  ["restore", "ab12cd34", "--overwrite; touch PWNED"], ["restore", "$(touch PWNED)"]])
+def test_the_job_refuses_a_hostile_snapshot_or_option(job, tmp_path, argv):
+    done = job(argv, postgres="")
+    assert done.returncode == 1 and "mindroom-backup: error: " in done.stderr
+    assert " restore " not in (job.log.read_text() if job.log.exists() else "") and not list(tmp_path.rglob("PWNED"))
+
+
+def test_the_platform_restore_checks_nginx_and_starts_compose_as_the_deploy_does():
+    from types import SimpleNamespace
+    from tasks.platform import compose_up_command
+
+    data = SimpleNamespace(backup_dokku=False, platform_dir="/opt/plat form", platform_compose_wait_seconds=180)
+    commands = backup.restart_commands(data)
+    assert commands == ["nginx -t -q", "systemctl reload nginx",
+                        compose_up_command("/opt/plat form/compose.yaml", "/opt/plat form/.env", 180)]
+    assert "'/opt/plat form/compose.yaml'" in commands[2]
+    assert "--remove-orphans --wait --wait-timeout 180" in commands[2]
+    assert backup.restart_commands(SimpleNamespace(backup_dokku=True)) == []
+
+
+@pytest.mark.parametrize("snapshot_id", ["ab12cd34; touch PWNED", "$(touch PWNED)", "--target=/", "ab12"])
+def test_restore_refuses_a_listed_snapshot_id_that_is_not_restics(tmp_path, snapshot_id):
+    """The listing is the host's answer: an ID that is not restic's never reaches a command line."""
+    listed = json.dumps([{"time": "2026-12-02T03:04:05Z", "id": snapshot_id, "short_id": "ab12cd34"}])
+    env = cli_env(tmp_path, ssh=f"case \"$*\" in *snapshots*) echo {shlex.quote(listed)} ;; "
+                                f"*) touch {tmp_path / 'restored'} ;; esac")
+    line = one_error_line(backup_py(env, "restore", "dokku-1", "--yes"))
+    assert line.startswith("error: dokku-1 listed a snapshot whose ID is not restic's")
+    assert "nothing was changed" in line
+    assert not (tmp_path / "restored").exists() and not (ROOT / "PWNED").exists()
+
+
+def test_restore_sends_the_snapshot_id_quoted(monkeypatch, tmp_path):
+    sent = []
+    monkeypatch.setattr(backup_cli, "_hosts", lambda settings: {"dokku-1": {}})
+    monkeypatch.setattr(backup_cli, "snapshots", lambda data, name: [
+        {"id": "ab12cd34ef", "short_id": "ab12cd34", "time": "2026-12-02T03:00:00Z"}])
+    monkeypatch.setattr(backup_cli, "connect", lambda settings: None)
+    monkeypatch.setattr(backup_cli.lock, "hold", lambda *args: __import__("contextlib").nullcontext())
+    monkeypatch.setattr(backup_cli, "_run", lambda data, command, stream=False: sent.append(command) or
+                        subprocess.CompletedProcess([], 0, ""))
+    (tmp_path / "none.env").write_text("")
+    environ = {"DOMAIN": "mindroom.test", "ENV_FILE": str(tmp_path / "none.env"), "SECRETS_DIR": str(tmp_path / "s")}
+    assert backup_cli.main(["restore", "dokku-1", "--yes", "--overwrite"], environ) == 0
+    assert sent == [f"{backup_cli.SCRIPT} restore ab12cd34ef --overwrite"]
+
+
+# Where a Dokku service's password is on a command line, each checked in the plugins' source: the restore's own
+# create, and the plugins' commands (the README says so plainly).
+PASSWORD_ON_COMMAND_LINES = {
+    "dokku postgres:create NAME --password PASSWORD (the restore's; the plugins take a password no other way)":
+        "dokku-postgres 1.48.0 subcommands/create `#F -p|--password`, common-functions service_parse_args (getopts p:)",
+    "docker container create --env=POSTGRES_PASSWORD=$PASSWORD":
+        "dokku-postgres 1.48.0 functions service_create_container (DOCKER_ARGS+=)",
+    "docker container exec ... env PGPASSWORD=\"$PASSWORD\" pg_dump / pg_restore":
+        "dokku-postgres 1.48.0 functions service_export, service_import",
+    "redis-cli -a \"$PASSWORD\" (connect), bash -c \"echo LASTSAVE | redis-cli -a ${PASSWORD}\" (export)":
+        "dokku-redis 1.43.0 functions service_connect, service_export",
+}
+
+
+def test_the_readme_says_the_service_password_passes_a_command_line_on_restore():
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert "**A service's password does pass a command line, briefly**" in readme
+    for said in ("`dokku postgres:create NAME --password ...`", "--env=POSTGRES_PASSWORD=", "env PGPASSWORD=",
+                 "`redis-cli -a ...`", "dokku-postgres 1.48.0 `functions`", "dokku-redis 1.43.0 `functions`"):
+        assert said in readme, said
+    job = (ROOT / "templates/backup/mindroom-backup.j2").read_text()
+    assert "PASSWORD:--password" in job and PASSWORD_ON_COMMAND_LINES

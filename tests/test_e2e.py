@@ -2,9 +2,11 @@
 
 up -> bootstrap apply -> deploy (meanwhile a second deploy refuses, a third waits for the lock and then changes
 nothing; the platform's .env has the Stripe webhook's signing secret) -> a postgres and a redis service exported,
-destroyed, re-created and imported with their data -> marker file on every volume -> disaster recovery (data on
-dokku-1 and the platform, backup.py now, dokku-1 and its volume deleted, apply + deploy a new one, backup.py restore
-brings the data back, backup.py check) -> /run/reboot-required on every host -> second deploy changes nothing and
+destroyed, re-created and imported with their data -> marker file on every volume -> disaster recovery (data, an
+app linked to a postgres service and a suspended app on dokku-1, a file on the platform, backup.py now, dokku-1 and
+its volume deleted, apply + deploy a new one, backup.py restore brings the data and the running app with its
+DATABASE_URL back, the suspended app stays stopped, backup.py check; then the platform restored over its own data)
+-> /run/reboot-required on every host -> second deploy changes nothing and
 names them -> markers still there -> -y, the default mode and --dry each read every host once (the default mode
 says there is nothing to do, without a prompt) -> --dry plans nothing, and after a template edit its upload and
 restart -> host tests -> node_exporter stopped on a Dokku server: the host-down alert and its resolution reach the
@@ -294,13 +296,8 @@ def _deploy_demo_apps(runner: steps.Runner, workdir: Path) -> None:
     """An app on every Dokku server, as Dokku's docker-local scheduler runs one: its image dokku/demo:latest
     (imported from the testbed's busybox layer: the servers reach no registry of apps), created and started
     with Dokku's own commands."""
-    service = PLATFORM_SERVICES[0]
-    layer = workdir / "demo-layer.tar"
-    layer.write_bytes(service_images._layer(service))
-    command = json.dumps(["/bin/busybox", "httpd", "-f", "-p", str(service.container_port), "-h", "/www"])
     for host in _dokku_servers():
-        imported = _ssh(host, f"docker import --change {shlex.quote(f'CMD {command}')} - dokku/{DEMO_APP}:latest")
-        runner.run(f"{host['name']}: the demo app's image", ["sh", "-c", f"{shlex.join(imported)} < {layer}"])
+        _import_app_image(runner, host, DEMO_APP, workdir)
         runner.run(f"{host['name']}: deploy the demo app", _ssh(
             host, f"dokku apps:create {DEMO_APP} && dokku ps:rebuild {DEMO_APP}"))
         runner.run(f"{host['name']}: a suspended app (deployed, then stopped on purpose)", _ssh(
@@ -464,7 +461,9 @@ def _check_webhook_secret(runner: steps.Runner) -> None:
 
 
 DR_DATABASE = "e2edb"
-DR_STORAGE = "/var/lib/dokku/data/storage/e2e-app/kept.txt"  # an app's persistent storage (on the root disk)
+DR_APP = "e2e-app"  # linked to DR_DATABASE: its DATABASE_URL must match the re-created service
+DR_SUSPENDED_APP = "e2e-suspended"  # stopped on purpose: the restore must leave it stopped
+DR_STORAGE = f"/var/lib/dokku/data/storage/{DR_APP}/kept.txt"  # an app's persistent storage (on the root disk)
 DR_PLATFORM_FILE = f"{MOUNT_POINTS['platform']}/e2e-backup.txt"
 
 
@@ -480,11 +479,48 @@ def _lose_server(name: str) -> None:
     client.servers.delete(server).wait_until_finished()
 
 
-def _disaster_recovery(runner: steps.Runner, token: str) -> None:
-    """README "Disaster recovery": a postgres row and a file in an app's persistent storage on dokku-1, a file on
-    the platform volume; `backup.py now`; dokku-1 lost with its volume; apply makes a new server with a blank volume,
-    the deploy configures it, `backup.py restore` brings the row and the file back, `backup.py check` passes, and a
-    new backup is taken. (The gate's next deploy must change nothing.)"""
+def _import_app_image(runner: steps.Runner, host: dict, app: str, workdir: Path) -> None:
+    """dokku/APP:latest on the host, as Dokku's docker-local scheduler runs an app: imported from the testbed's
+    busybox layer (the servers reach no registry of apps), a web server on the service's port."""
+    service = PLATFORM_SERVICES[0]
+    layer = workdir / "app-layer.tar"
+    if not layer.exists():
+        layer.write_bytes(service_images._layer(service))
+    command = json.dumps(["/bin/busybox", "httpd", "-f", "-p", str(service.container_port), "-h", "/www"])
+    imported = _ssh(host, f"docker import --change {shlex.quote(f'CMD {command}')} - dokku/{app}:latest")
+    runner.run(f"{host['name']}: the {app} app's image", ["sh", "-c", f"{shlex.join(imported)} < {layer}"])
+
+
+def _check_dr_apps(runner: steps.Runner, host: dict, when: str) -> None:
+    """The linked app runs with the service's DSN as its DATABASE_URL (compared on the host: the DSN holds the
+    password), the suspended app does not run."""
+    runner.run(f"{DR_APP} runs with the DSN of {DR_DATABASE}, {DR_SUSPENDED_APP} is stopped {when}", _ssh(
+        host, f"test \"$(dokku ps:report {DR_APP} --running)\" = true && "
+              f"test \"$(dokku config:get {DR_APP} DATABASE_URL)\" = \"$(dokku postgres:info {DR_DATABASE} --dsn)\" && "
+              f"test \"$(dokku ps:report {DR_SUSPENDED_APP} --running)\" = false"))
+
+
+def _restore_platform(runner: steps.Runner, capsys, platform: dict, token: str) -> None:
+    """README "Disaster recovery": the platform's files lost (the file on its volume deleted) and put back over its
+    own data (--overwrite): the file is back, nginx's configuration passes `nginx -t`, the compose services are
+    up (the restore's `docker compose up --wait`) and the platform's host tests pass (the site answers)."""
+    runner.run("the platform loses its file", _ssh(platform, f"rm {DR_PLATFORM_FILE}"))
+    began = time.monotonic()
+    runner.run("backup.py restore the platform", steps.backup("restore", platform["name"], "--yes", "--overwrite"))
+    runner.timings["restore of the platform (backup.py restore)"] = time.monotonic() - began
+    runner.run("the platform's file is back, nginx -t passes", _ssh(
+        platform, f"test \"$(cat {DR_PLATFORM_FILE})\" = {token} && nginx -t"))
+    _host_tests(runner, capsys, "of the platform after its restore", "tests/hosts/test_platform.py",
+                "tests/hosts/test_nginx.py")
+
+
+def _disaster_recovery(runner: steps.Runner, capsys, token: str, workdir: Path) -> None:
+    """README "Disaster recovery": on dokku-1 a postgres service with a row, an app linked to it (running) and a
+    suspended one, a file in the app's persistent storage; a file on the platform volume; `backup.py now`; dokku-1
+    lost with its volume; apply makes a new server with a blank volume, the deploy configures it, the app's image
+    is put there (the operator's redeploy), `backup.py restore` brings the row, the file and the running app with
+    its DATABASE_URL back and leaves the suspended app stopped; `backup.py check` passes; a new backup is taken;
+    then the platform is restored over its own data. (The gate's next deploy must change nothing.)"""
     hosts = _hosts()
     dokku_1 = min((host for host in hosts if host["role"] == "dokku"),
                   key=lambda host: ipaddress.ip_address(host["private_ip"]))
@@ -492,6 +528,13 @@ def _disaster_recovery(runner: steps.Runner, token: str) -> None:
     sql = shlex.quote(f"CREATE TABLE kept (value text); INSERT INTO kept VALUES ('{token}');")
     runner.run("a postgres service with a row on dokku-1", _ssh(
         dokku_1, f"dokku postgres:create {DR_DATABASE} && echo {sql} | dokku postgres:connect {DR_DATABASE}"))
+    _import_app_image(runner, dokku_1, DR_APP, workdir)
+    runner.run(f"an app linked to {DR_DATABASE} and a suspended app on dokku-1", _ssh(
+        dokku_1, f"dokku apps:create {DR_APP} && dokku ps:rebuild {DR_APP} && "
+                 f"dokku postgres:link {DR_DATABASE} {DR_APP} && docker tag dokku/{DR_APP}:latest "
+                 f"dokku/{DR_SUSPENDED_APP}:latest && dokku apps:create {DR_SUSPENDED_APP} && "
+                 f"dokku ps:rebuild {DR_SUSPENDED_APP} && dokku ps:stop {DR_SUSPENDED_APP}"))
+    _check_dr_apps(runner, dokku_1, "before the backup")
     runner.run("a file in an app's persistent storage on dokku-1", _ssh(
         dokku_1, f"mkdir -p {shlex.quote(str(Path(DR_STORAGE).parent))} && echo {token} > {DR_STORAGE}"))
     runner.run("a file on the platform volume", _ssh(platform, f"echo {token} > {DR_PLATFORM_FILE}"))
@@ -510,18 +553,23 @@ def _disaster_recovery(runner: steps.Runner, token: str) -> None:
     runner.run("deploy the new dokku-1", steps.deploy())
     [dokku_1] = [host for host in _hosts() if host["name"] == dokku_1["name"]]
     runner.run("dokku-1 is blank", _ssh(dokku_1, f"! test -e {DR_STORAGE} && ! dokku postgres:list | grep -qx {DR_DATABASE}"))
+    _import_app_image(runner, dokku_1, DR_APP, workdir)  # images are not in the backup: the operator redeploys
     runner.run("backup.py restore", steps.backup("restore", dokku_1["name"], "--yes"))
     runner.timings["disaster recovery of dokku-1 (loss to restored)"] = time.monotonic() - began
     row = runner.run("the row is back", _ssh(dokku_1, f"echo 'SELECT value FROM kept;' | dokku postgres:connect {DR_DATABASE}"))
     if token not in row:
         raise steps.StepFailed(f"the restored database lacks the row {token}:\n{row}")
     runner.run("the persistent storage file is back", _ssh(dokku_1, f"test \"$(cat {DR_STORAGE})\" = {token}"))
+    _check_dr_apps(runner, dokku_1, "after the restore")
     runner.run("backup.py check", steps.backup("check"))
     runner.run("backup.py now after the recovery", steps.backup("now"))
     refused = runner.run("a second restore refuses the host's own data", steps.backup("restore", dokku_1["name"], "--yes"),
                          with_stderr=True, expect_failure=True)
     if "holds data of its own" not in refused:
         raise steps.StepFailed(f"restoring over a host with data should refuse:\n{refused}")
+    # the upgrade later counts the apps that run on each server: the rehearsal's app stops (as the suspended one)
+    runner.run(f"stop {DR_APP}", _ssh(dokku_1, f"dokku ps:stop {DR_APP}"))
+    _restore_platform(runner, capsys, platform, token)
 
 
 def test_platform_end_to_end(tmp_path_factory, capsys):
@@ -538,7 +586,7 @@ def test_platform_end_to_end(tmp_path_factory, capsys):
         _check_webhook_secret(runner)
         _check_service_dumps(runner, token)
         _write_markers(runner, token)
-        _disaster_recovery(runner, token)
+        _disaster_recovery(runner, capsys, token, tmp_path_factory.mktemp("recovery"))
         _flag_reboot_required(runner)
         second = runner.start("second deploy", steps.deploy("--json"))
         steps.assert_no_changes(steps.json_totals(second.finish()))

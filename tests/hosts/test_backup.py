@@ -10,6 +10,7 @@ from tests.hosts import live
 from tests.hosts.roles import group_data
 
 testinfra_hosts = live.hosts("dokku") + live.hosts("platform")
+DOKKU = group_data("dokku")
 BACKUP = load_settings().backup()
 ALL = group_data(None)
 CONFIG = ALL["backup_config_dir"]
@@ -64,3 +65,13 @@ def test_the_repository_password_is_in_no_process_list_or_journal_line(host):
         found = host.run(f"{source} | grep -cF -f {PASSWORD}")
         assert found.stdout.strip() == "0", f"the repository password appears in `{source}`"
     assert host.file(PASSWORD).size > 16
+
+
+def test_a_dokku_servers_backup_records_the_apps_that_ran(host):
+    """The restore rebuilds only the apps that ran at the backup (a suspended one stays stopped): a Dokku server's
+    last dumps hold their names, each one of the server's apps; the platform's job records none."""
+    dokku = live.data(host)["role"] == "dokku"
+    listed = host.file(f"{group_data(live.data(host)['role'])['backup_dumps_dir']}/apps-running")
+    assert listed.exists == dokku, "the last backup of a Dokku server records its running apps, the platform's none"
+    for app in listed.content_string.split() if dokku else []:
+        assert host.file(f"{DOKKU['backup_apps_dir']}/{app}").is_directory, app

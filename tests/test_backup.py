@@ -55,7 +55,8 @@ case "$1" in
   postgres:list) echo "=====> postgres services"; [ -z "$FAKE_POSTGRES" ] || echo "$FAKE_POSTGRES" ;;
   postgres:create) mkdir -p "$FAKE_SERVICES/postgres/$2"; echo "Dsn: postgres://postgres:$4@dokku-postgres-$2" ;;
   postgres:import) cat > /dev/null ;;
-  ps:report) if grep -qxF -- "$2" <<< "$FAKE_RUNNING"; then echo true; else echo false; fi ;;
+  ps:report) if grep -qxF -- "$2" <<< "$FAKE_REPORT_FAILS"; then exit 1
+             elif grep -qxF -- "$2" <<< "$FAKE_RUNNING"; then echo true; else echo false; fi ;;
   ps:rebuild) ! grep -qxF -- "$2" <<< "$FAKE_REBUILD_FAILS" ;;
   redis:list) if [ -n "$FAKE_REDIS_HANGS" ]; then echo cache1; else echo " !     There are no redis services" >&2; fi ;;
   redis:export) sleep 30 ;;  # the plugin's wait for a LASTSAVE that never changes
@@ -97,12 +98,13 @@ def job(tmp_path, request):
 
     def run(command: str | list[str], dump_bytes: int = 4096, snapshot_age: float = 3600,
             redis_hangs: bool = False, repository: str = "", postgres: str = "db1", running: str = "",
-            rebuild_fails: str = "") -> subprocess.CompletedProcess:
+            rebuild_fails: str = "", report_fails: str = "") -> subprocess.CompletedProcess:
         env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_LOG": str(tmp_path / "log"),
                "FAKE_REDIS_HANGS": "yes" if redis_hangs else "", "FAKE_REPOSITORY": repository,
                "FAKE_DUMP_BYTES": str(dump_bytes), "FAKE_SNAPSHOT": str(snapshot),
                "FAKE_SNAPSHOT_TIME": str(int(time.time() - snapshot_age)), "FAKE_POSTGRES": postgres,
-               "FAKE_SERVICES": str(mount / "services"), "FAKE_RUNNING": running, "FAKE_REBUILD_FAILS": rebuild_fails}
+               "FAKE_SERVICES": str(mount / "services"), "FAKE_RUNNING": running, "FAKE_REBUILD_FAILS": rebuild_fails,
+               "FAKE_REPORT_FAILS": report_fails}
         argv = command.split() if isinstance(command, str) else command
         return subprocess.run(["bash", str(script), *argv], env=env, capture_output=True, text=True, cwd=tmp_path)
 
@@ -432,6 +434,16 @@ def test_a_backup_records_the_apps_that_run(job):
     assert job("run", running="web").returncode == 0
     assert (job.mount / "dumps/apps-running").read_text() == "web\n"
     assert [call[1:] for call in _dokku_calls(job, "ps:report")] == [["suspended", "--running"], ["web", "--running"]]
+
+
+def test_an_app_dokku_cannot_report_on_does_not_cost_the_backup(job):
+    for app in ("web", "broken", "suspended"):
+        (job.mount / "dokku-home" / app).mkdir()
+    done = job("run", running="web", report_fails="broken")
+    assert done.returncode == 0, done.stderr
+    assert " backup " in job.log.read_text(), "the snapshot was taken"
+    assert (job.mount / "dumps/apps-running").read_text() == "broken\nweb\n", "rebuilt on restore, as if it ran"
+    assert "warning: dokku ps:report broken --running failed" in done.stderr
 
 
 def test_a_restore_creates_each_service_as_it_was_and_rebuilds_only_the_apps_that_ran(job, tmp_path):

@@ -28,6 +28,7 @@ import re
 import secrets
 import shlex
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -120,7 +121,7 @@ def _check_service_dumps(runner: steps.Runner, token: str) -> None:
     for plugin, name in SERVICES.items():
         write = _service_reads(token)[plugin][0]
         dump = f"/root/{name}.dump"
-        runner.run(f"{plugin}:create {name}", _ssh(host, f"dokku {plugin}:create {name}"))
+        runner.run(f"{plugin}:create {name}", _ssh(host, f"dokku {plugin}:create {name} > /dev/null"))
         # sleep: redis:export waits for LASTSAVE to change after its BGSAVE, which never happens when the last save
         # (here the server's start) was in the same second
         runner.run(f"{plugin}:connect {name}: write", _ssh(host, f"echo {shlex.quote(write)} | "
@@ -133,7 +134,7 @@ def _check_service_dumps(runner: steps.Runner, token: str) -> None:
         runner.run(f"{plugin}:destroy {name} --force", _ssh(host, f"dokku {plugin}:destroy {name} --force && "
                                                                   f"! dokku {plugin}:exists {name}"))
         runner.run(f"{plugin}:create {name} again, import", _ssh(
-            host, f"dokku {plugin}:create {name} && dokku {plugin}:import {name} < {dump} && rm {dump}"))
+            host, f"dokku {plugin}:create {name} > /dev/null && dokku {plugin}:import {name} < {dump} && rm {dump}"))
     _check_service_data(runner, token, "after export, destroy and import")
 
 
@@ -514,24 +515,25 @@ def _restore_platform(runner: steps.Runner, capsys, platform: dict, token: str) 
                 "tests/hosts/test_nginx.py")
 
 
-def _disaster_recovery(runner: steps.Runner, capsys, token: str, workdir: Path) -> None:
+def _disaster_recovery(runner: steps.Runner, capsys, token: str, workdir: Path) -> str:
     """README "Disaster recovery": on dokku-1 a postgres service with a row, an app linked to it (running) and a
     suspended one, a file in the app's persistent storage; a file on the platform volume; `backup.py now`; dokku-1
     lost with its volume; apply makes a new server with a blank volume, the deploy configures it, the app's image
     is put there (the operator's redeploy), `backup.py restore` brings the row, the file and the running app with
     its DATABASE_URL back and leaves the suspended app stopped; `backup.py check` passes; a new backup is taken;
-    then the platform is restored over its own data. (The gate's next deploy must change nothing.)"""
+    then the platform is restored over its own data. (The gate's next deploy must change nothing.) Returns the
+    service's password, which no step log may hold."""
     hosts = _hosts()
     dokku_1 = min((host for host in hosts if host["role"] == "dokku"),
                   key=lambda host: ipaddress.ip_address(host["private_ip"]))
     [platform] = [host for host in hosts if host["role"] == "platform"]
     sql = shlex.quote(f"CREATE TABLE kept (value text); INSERT INTO kept VALUES ('{token}');")
     runner.run("a postgres service with a row on dokku-1", _ssh(
-        dokku_1, f"dokku postgres:create {DR_DATABASE} && echo {sql} | dokku postgres:connect {DR_DATABASE}"))
+        dokku_1, f"dokku postgres:create {DR_DATABASE} > /dev/null && echo {sql} | dokku postgres:connect {DR_DATABASE}"))
     _import_app_image(runner, dokku_1, DR_APP, workdir)
     runner.run(f"an app linked to {DR_DATABASE} and a suspended app on dokku-1", _ssh(
         dokku_1, f"dokku apps:create {DR_APP} && dokku ps:rebuild {DR_APP} && "
-                 f"dokku postgres:link {DR_DATABASE} {DR_APP} && docker tag dokku/{DR_APP}:latest "
+                 f"dokku postgres:link {DR_DATABASE} {DR_APP} > /dev/null && docker tag dokku/{DR_APP}:latest "
                  f"dokku/{DR_SUSPENDED_APP}:latest && dokku apps:create {DR_SUSPENDED_APP} && "
                  f"dokku ps:rebuild {DR_SUSPENDED_APP} && dokku ps:stop {DR_SUSPENDED_APP}"))
     _check_dr_apps(runner, dokku_1, "before the backup")
@@ -570,6 +572,17 @@ def _disaster_recovery(runner: steps.Runner, capsys, token: str, workdir: Path) 
     # the upgrade later counts the apps that run on each server: the rehearsal's app stops (as the suspended one)
     runner.run(f"stop {DR_APP}", _ssh(dokku_1, f"dokku ps:stop {DR_APP}"))
     _restore_platform(runner, capsys, platform, token)
+    return _service_password(dokku_1, "postgres", DR_DATABASE)
+
+
+def _service_password(host: dict, plugin: str, name: str) -> str:
+    """The service's password, read past the runner (whose logs are checked for it): the plugins print it in the
+    DSN of `:create`, `:info` and `:link` (its config:set), so the gate sends their output to /dev/null."""
+    done = subprocess.run(_ssh(host, f"cat /var/lib/dokku/services/{plugin}/{name}/PASSWORD"), capture_output=True,
+                          text=True, timeout=60)
+    if done.returncode or not done.stdout.strip():
+        raise steps.StepFailed(f"cannot read the password of the {plugin} service {name} (exit {done.returncode})")
+    return done.stdout.strip()
 
 
 def test_platform_end_to_end(tmp_path_factory, capsys):
@@ -586,7 +599,7 @@ def test_platform_end_to_end(tmp_path_factory, capsys):
         _check_webhook_secret(runner)
         _check_service_dumps(runner, token)
         _write_markers(runner, token)
-        _disaster_recovery(runner, capsys, token, tmp_path_factory.mktemp("recovery"))
+        service_password = _disaster_recovery(runner, capsys, token, tmp_path_factory.mktemp("recovery"))
         _flag_reboot_required(runner)
         second = runner.start("second deploy", steps.deploy("--json"))
         steps.assert_no_changes(steps.json_totals(second.finish()))
@@ -608,7 +621,7 @@ def test_platform_end_to_end(tmp_path_factory, capsys):
         runner.run("bootstrap destroy", steps.destroy())
         if stripeapi.webhook_secrets(layout.LAB):
             raise steps.StepFailed("bootstrap destroy left the webhook endpoint in the fake Stripe account")
-        _check_no_secret_in_logs(runner, secret_values)
+        _check_no_secret_in_logs(runner, [*secret_values, service_password])
     except steps.StepFailed as error:
         failure = str(error)
     finally:

@@ -14,6 +14,7 @@ writes the RDB file (`cat /data/dump.rdb`), whose first bytes are `REDIS`.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import os
 import signal
@@ -565,3 +566,23 @@ def test_the_readme_says_the_service_password_passes_a_command_line_on_restore()
         assert said in readme, said
     job = (ROOT / "templates/backup/mindroom-backup.j2").read_text()
     assert "PASSWORD:--password" in job and PASSWORD_ON_COMMAND_LINES
+
+
+# The custom-format archive version pg_dump writes, by PostgreSQL major (postgres/postgres
+# src/bin/pg_dump/pg_backup_archiver.h, K_VERS_SELF): 16 added 1.15 (compression_algorithm), 17 added 1.16 (BLOB
+# METADATA, relkind), 18 still writes 1.16 (its statistics entries, REQ_STATS, came without a new version; an 18.1
+# dump is "unsupported version (1.16)" to pg_restore 16: CBBIO/FANTASIA#57). pg_restore reads up to K_VERS_MAX, its
+# own major.minor with any revision.
+PG_DUMP_ARCHIVE_VERSION = {16: (1, 15), 17: (1, 16), 18: (1, 16)}
+
+
+def test_the_hosts_pg_restore_reads_dumps_of_the_plugins_default_postgres():
+    """The backup's check (`pg_restore --list`, Debian's postgresql-client on the host) runs on dumps that pg_dump
+    of the service's image writes (the plugin's default image version, as the stand-in has it)."""
+    standin = (ROOT / "tests/testbed/dokku_standin/dokku").read_text()
+    image_major = int(re.search(r'POSTGRES = ServicePlugin\("postgres", "Postgres", "postgres", "([0-9]+)\.',
+                                standin)[1])
+    host_major = int(re.search(r'PG_BIN = Path\("/usr/lib/postgresql/([0-9]+)/bin"\)', standin)[1])
+    assert image_major in PG_DUMP_ARCHIVE_VERSION, "a new postgres major: read its pg_backup_archiver.h, add it here"
+    assert PG_DUMP_ARCHIVE_VERSION[image_major] <= PG_DUMP_ARCHIVE_VERSION[host_major], \
+        f"pg_restore {host_major} cannot read the dumps of postgres {image_major}"

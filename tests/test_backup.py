@@ -13,10 +13,11 @@ writes the RDB file (`cat /data/dump.rdb`), whose first bytes are `REDIS`.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import shlex
-import os
 import signal
 import subprocess
 import sys
@@ -535,7 +536,7 @@ def test_restore_sends_the_snapshot_id_quoted(monkeypatch, tmp_path):
     monkeypatch.setattr(backup_cli, "snapshots", lambda data, name: [
         {"id": "ab12cd34ef", "short_id": "ab12cd34", "time": "2026-12-02T03:00:00Z"}])
     monkeypatch.setattr(backup_cli, "connect", lambda settings: None)
-    monkeypatch.setattr(backup_cli.lock, "hold", lambda *args: __import__("contextlib").nullcontext())
+    monkeypatch.setattr(backup_cli.lock, "hold", lambda *args: contextlib.nullcontext())
     monkeypatch.setattr(backup_cli, "_run", lambda data, command, stream=False: sent.append(command) or
                         subprocess.CompletedProcess([], 0, ""))
     (tmp_path / "none.env").write_text("")
@@ -564,8 +565,11 @@ def test_the_readme_says_the_service_password_passes_a_command_line_on_restore()
     for said in ("`dokku postgres:create NAME --password ...`", "--env=POSTGRES_PASSWORD=", "env PGPASSWORD=",
                  "`redis-cli -a ...`", "dokku-postgres 1.48.0 `functions`", "dokku-redis 1.43.0 `functions`"):
         assert said in readme, said
+    for source in PASSWORD_ON_COMMAND_LINES.values():  # the README names the plugin and tag each fact is from
+        plugin_and_tag = " ".join(source.split()[:2])
+        assert plugin_and_tag in readme, plugin_and_tag
     job = (ROOT / "templates/backup/mindroom-backup.j2").read_text()
-    assert "PASSWORD:--password" in job and PASSWORD_ON_COMMAND_LINES
+    assert "PASSWORD:--password" in job
 
 
 # The custom-format archive version pg_dump writes, by PostgreSQL major (postgres/postgres
